@@ -1,0 +1,8 @@
+//! One module per subcommand.
+
+pub mod attest;
+pub mod copy;
+pub mod image_opts;
+pub mod measure;
+pub mod sim;
+pub mod unpack;

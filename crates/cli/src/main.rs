@@ -1,0 +1,52 @@
+//! `cocoon`: run existing container images as confidential containers.
+//!
+//! A thin command line over the cocoon libraries: every subcommand parses its
+//! arguments, calls a library, and turns errors into one line on stderr and a
+//! non-zero exit.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod cmd;
+
+/// Run existing container images as confidential containers.
+#[derive(Parser, Debug)]
+#[command(name = "cocoon", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the workload digest of an image (no key needed).
+    Measure(cmd::measure::Args),
+    /// Copy an image between transports (oci:, docker-archive:, docker://).
+    Copy(cmd::copy::Args),
+    /// Flatten an image's layers into a directory.
+    Unpack(cmd::unpack::Args),
+    /// Produce and verify TEE evidence.
+    Attest(cmd::attest::Args),
+    /// Manage the software TEE used for development.
+    Sim(cmd::sim::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Measure(args) => cmd::measure::run(args),
+        Command::Copy(args) => cmd::copy::run(args),
+        Command::Unpack(args) => cmd::unpack::run(args),
+        Command::Attest(args) => cmd::attest::run(args),
+        Command::Sim(args) => cmd::sim::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the error and its causes, outermost first.
+            eprintln!("cocoon: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
