@@ -191,12 +191,15 @@ impl Client {
             }
             other => {
                 let hint = match (&other, self.plain_http) {
-                    (ureq::Error::Tls(_) | ureq::Error::Rustls(_), false) => {
-                        "; if this registry speaks plain HTTP (a loopback development registry), use plain HTTP (--plain-http)"
-                    }
-                    (ureq::Error::ConnectionFailed | ureq::Error::HostNotFound | ureq::Error::Io(_), _) => {
+                    (ureq::Error::ConnectionFailed | ureq::Error::HostNotFound, _) => {
                         "; is the registry running and reachable?"
                     }
+                    // A TLS handshake with a plain-HTTP server fails with a
+                    // TLS or I/O error ("corrupt message").
+                    (ureq::Error::Tls(_) | ureq::Error::Rustls(_) | ureq::Error::Io(_), false) => {
+                        "; if this is a plain-HTTP registry (a loopback development registry), use --plain-http"
+                    }
+                    (ureq::Error::Io(_), true) => "; is the registry running and reachable?",
                     _ => "",
                 };
                 self.err(format!("{method} {url}: {other}{hint}"))
