@@ -167,10 +167,15 @@ impl LayerApplier<'_> {
                     .put(entry)
                     .map_err(|e| Error::io(format!("reading {raw_path}"), e))?;
                 if size != declared {
-                    return Err(self.unsafe_entry(
-                        &raw_path,
-                        format!("{size} bytes where the header says {declared}"),
-                    ));
+                    // The tar reader ends an entry early, without an error,
+                    // when the stream runs out.
+                    return Err(Error::CorruptLayer {
+                        layer: self.layer,
+                        format: "tar",
+                        reason: format!(
+                            "the stream ends early (truncated layer): {raw_path:?} has {size} of {declared} bytes"
+                        ),
+                    });
                 }
                 *self.next_inode += 1;
                 EntryKind::File {

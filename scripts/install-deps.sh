@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the system packages cocoon's build, tests and demo need, if missing.
+# Debian 12, as root. Idempotent: does nothing when everything is present.
+set -euo pipefail
+
+packages=(
+  umoci skopeo          # build and copy fixture images with tools other than cocoon
+  docker-registry       # a real OCI distribution registry on loopback
+  debootstrap           # Debian rootfs for realistic nginx/redis/python images
+  busybox-static        # tiny static rootfs for fast tests
+  attr                  # getfattr/setfattr for xattr fixtures and checks
+  apache2-utils         # htpasswd (bcrypt) for registry basic-auth tests
+  runc                  # the container runtime cocoon run uses
+  ca-certificates curl jq
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}" >&2
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: error: need root to apt-get install ${missing[*]}; rerun as root" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "install-deps: error: cargo not found; install the Rust toolchain (rustup, Rust >= 1.85) and rerun" >&2
+  exit 1
+fi
