@@ -30,7 +30,7 @@ pub fn flatten(
     let mut next_inode = 0u64;
     for (desc, diff_id) in image.parsed.layers().iter().zip(image.diff_ids()?) {
         let layer = Digest::try_from(desc.digest())?;
-        let compression = Compression::of_layer(&desc.media_type().to_string(), &layer)?;
+        let compression = Compression::of_layer(desc.media_type().as_ref(), &layer)?;
         let mut raw = src.blob(desc)?;
         let decoded = compression.decoder(Box::new(&mut raw), &layer)?;
         let mut applier = LayerApplier {

@@ -256,7 +256,7 @@ pub fn resolve(src: &mut dyn ImageSource, platform: &Platform) -> Result<Resolve
     }
     for layer in parsed.layers() {
         media::Compression::of_layer(
-            &layer.media_type().to_string(),
+            layer.media_type().as_ref(),
             &Digest::try_from(layer.digest())?,
         )?;
     }
