@@ -74,7 +74,10 @@ impl TsmAttester {
         loop {
             match std::fs::read(&p) {
                 Ok(b) => return Ok(b),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && std::time::Instant::now() < deadline => {
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && std::time::Instant::now() < deadline =>
+                {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Err(e) => return Err(self.fail(format!("read {}: {e}", p.display()))),
@@ -90,9 +93,8 @@ impl TsmAttester {
         let out = self.read_attr(dir, "outblob")?;
         let gen_after = self.read_attr(dir, "generation")?;
         if gen_before != gen_after {
-            return Err(self.fail(
-                "another writer changed the report entry while it was read; retry".into(),
-            ));
+            return Err(self
+                .fail("another writer changed the report entry while it was read; retry".into()));
         }
         let provider = self.read_attr(dir, "provider")?;
         let provider = String::from_utf8_lossy(&provider).trim().to_string();
@@ -183,7 +185,11 @@ fn percent_encode(b: &[u8]) -> String {
 }
 
 /// A minimal blocking HTTP/1.1 GET over plain TCP (loopback guest API only).
-pub(crate) fn http_get(base: &str, path_query: &str, timeout: Duration) -> std::result::Result<(u16, Vec<u8>), String> {
+pub(crate) fn http_get(
+    base: &str,
+    path_query: &str,
+    timeout: Duration,
+) -> std::result::Result<(u16, Vec<u8>), String> {
     let rest = base
         .strip_prefix("http://")
         .ok_or_else(|| "only http:// URLs are supported".to_string())?;
@@ -200,9 +206,12 @@ pub(crate) fn http_get(base: &str, path_query: &str, timeout: Duration) -> std::
         .map_err(|e| format!("resolve {addr}: {e}"))?
         .next()
         .ok_or_else(|| format!("resolve {addr}: no address"))?;
-    let mut s = TcpStream::connect_timeout(&sockaddr, timeout).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut s =
+        TcpStream::connect_timeout(&sockaddr, timeout).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     write!(
         s,
         "GET {path_query} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
@@ -322,7 +331,11 @@ pub fn detect(probe: &Probe) -> Result<Box<dyn Attester>> {
     }
     if let Some(dir) = &probe.sim {
         let platform = crate::sim::SimPlatform::open(dir)?;
-        return Ok(Box::new(crate::sim::SimAttester::new(platform, [0; 48], &[])?));
+        return Ok(Box::new(crate::sim::SimAttester::new(
+            platform,
+            [0; 48],
+            &[],
+        )?));
     }
     tried.push("sim (no directory given)".into());
     Err(Error::NoTee {

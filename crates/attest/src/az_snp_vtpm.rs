@@ -75,7 +75,10 @@ impl HclReport {
         let var_data = b
             .get(HCL_VAR_DATA..HCL_VAR_DATA.saturating_add(size))
             .ok_or_else(|| {
-                Error::malformed(TEE, format!("HCL variable data size {size} exceeds the report"))
+                Error::malformed(
+                    TEE,
+                    format!("HCL variable data size {size} exceeds the report"),
+                )
             })?
             .to_vec();
         Ok(HclReport {
@@ -152,7 +155,8 @@ impl<'a> Cursor<'a> {
         self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
     }
     fn u32(&mut self) -> Option<u32> {
-        self.take(4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.take(4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
     fn tpm2b(&mut self) -> Option<&'a [u8]> {
         let n = self.u16()? as usize;
@@ -164,7 +168,10 @@ impl TpmsAttest {
     /// Parses a marshalled TPMS_ATTEST of type TPM_ST_ATTEST_QUOTE. Never panics.
     pub fn parse(b: &[u8]) -> Result<Self> {
         Self::parse_inner(b).ok_or_else(|| {
-            Error::malformed(TEE, "TPM quote message is not a TPMS_ATTEST quote structure")
+            Error::malformed(
+                TEE,
+                "TPM quote message is not a TPMS_ATTEST quote structure",
+            )
         })
     }
 
@@ -205,7 +212,11 @@ fn b64url(s: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s)
         .ok()
-        .or_else(|| base64::engine::general_purpose::STANDARD_NO_PAD.decode(s).ok())
+        .or_else(|| {
+            base64::engine::general_purpose::STANDARD_NO_PAD
+                .decode(s)
+                .ok()
+        })
 }
 
 /// Bytes from a JSON value: an array of numbers, or a string in `hex` or base64(url).
@@ -282,7 +293,11 @@ impl Evidence {
         let pcrs = q
             .get("pcrs")
             .and_then(|x| x.as_array())
-            .and_then(|a| a.iter().map(|p| json_bytes(p, true)).collect::<Option<Vec<_>>>())
+            .and_then(|a| {
+                a.iter()
+                    .map(|p| json_bytes(p, true))
+                    .collect::<Option<Vec<_>>>()
+            })
             .ok_or_else(|| bad("tpm_quote.pcrs missing or not a list of hex/bytes"))?;
         Ok(TpmQuote {
             message,
@@ -293,7 +308,11 @@ impl Evidence {
 
     /// Builds the v2 JSON envelope from separate parts (HCL report bytes,
     /// TPM quote JSON, optional VCEK).
-    pub fn envelope(hcl_report: &[u8], tpm_quote_json: &[u8], vcek: Option<&[u8]>) -> Result<Vec<u8>> {
+    pub fn envelope(
+        hcl_report: &[u8],
+        tpm_quote_json: &[u8],
+        vcek: Option<&[u8]>,
+    ) -> Result<Vec<u8>> {
         let q: serde_json::Value = serde_json::from_slice(tpm_quote_json)
             .map_err(|_| Error::malformed(TEE, "TPM quote is not JSON"))?;
         let enc = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -319,22 +338,28 @@ pub fn verify_quote(quote: &TpmQuote, ak: &rsa::PublicKey) -> Result<TpmsAttest>
             what: "TPM quote",
         }
     })?;
-    vk.verify(&quote.message, &sig).map_err(|_| Error::Signature {
-        tee: TEE,
-        what: "TPM quote",
-    })?;
+    vk.verify(&quote.message, &sig)
+        .map_err(|_| Error::Signature {
+            tee: TEE,
+            what: "TPM quote",
+        })?;
     let att = TpmsAttest::parse(&quote.message)?;
     let mut h = Sha256::new();
     for (alg, idx) in &att.selection {
         if *alg != 0x000B {
             return Err(Error::malformed(
                 TEE,
-                format!("TPM quote selects PCR bank {alg:#06x}; only SHA-256 (0x000b) is supported"),
+                format!(
+                    "TPM quote selects PCR bank {alg:#06x}; only SHA-256 (0x000b) is supported"
+                ),
             ));
         }
         for i in idx {
             let pcr = quote.pcrs.get(*i).ok_or_else(|| {
-                Error::malformed(TEE, format!("TPM quote selects PCR {i}, which is not given"))
+                Error::malformed(
+                    TEE,
+                    format!("TPM quote selects PCR {i}, which is not given"),
+                )
             })?;
             h.update(pcr);
         }

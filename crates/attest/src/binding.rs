@@ -18,7 +18,11 @@ use crate::{Error, Result, Tee};
 /// The KBS report data for a session: nonce (as sent by the KBS, base64
 /// text), the TEE public key (JWK) and the additional evidence (JSON text,
 /// `""` when there is none).
-pub fn kbs_report_data(nonce: &str, tee_pubkey: &Value, additional_evidence: &str) -> Result<[u8; 64]> {
+pub fn kbs_report_data(
+    nonce: &str,
+    tee_pubkey: &Value,
+    additional_evidence: &str,
+) -> Result<[u8; 64]> {
     let obj = json!({
         "additional-evidence": additional_evidence,
         "nonce": nonce,
@@ -53,7 +57,10 @@ pub fn init_data_field(tee: Tee, digest: &[u8]) -> Result<Vec<u8>> {
     if digest.len() > n {
         return Err(Error::InvalidInput {
             what: "init data",
-            detail: format!("{} bytes do not fit the {n}-byte field of {tee}", digest.len()),
+            detail: format!(
+                "{} bytes do not fit the {n}-byte field of {tee}",
+                digest.len()
+            ),
         });
     }
     let mut v = digest.to_vec();
@@ -95,7 +102,10 @@ mod tests {
             reordered.insert(k.into(), jwk()[k].clone());
         }
         let a = kbs_report_data(NONCE, &jwk(), "").unwrap();
-        assert_eq!(a, kbs_report_data(NONCE, &Value::Object(reordered), "").unwrap());
+        assert_eq!(
+            a,
+            kbs_report_data(NONCE, &Value::Object(reordered), "").unwrap()
+        );
         assert_ne!(a, kbs_report_data("other", &jwk(), "").unwrap());
         assert_ne!(a, kbs_report_data(NONCE, &jwk(), "{}").unwrap());
         let mut k2 = jwk();
@@ -109,14 +119,33 @@ mod tests {
         let p = crate::sim::init(dir.path()).unwrap();
         let rd = kbs_report_data(NONCE, &jwk(), "").unwrap();
         let digest = [0xabu8; 32];
-        let ev = p.sign([0; 48], &init_data_field(Tee::Sim, &digest).unwrap(), &rd, 1).unwrap();
-        let coll = crate::Collateral { sim_roots: vec![p.root_der().unwrap()], ..Default::default() };
+        let ev = p
+            .sign(
+                [0; 48],
+                &init_data_field(Tee::Sim, &digest).unwrap(),
+                &rd,
+                1,
+            )
+            .unwrap();
+        let coll = crate::Collateral {
+            sim_roots: vec![p.root_der().unwrap()],
+            ..Default::default()
+        };
         let c = crate::verify(Tee::Sim, &ev, &coll, crate::UnixTime::now()).unwrap();
         assert!(c.expect_report_data(&rd).is_ok());
         assert!(c.expect_init_data(&digest).is_ok());
         let other = kbs_report_data("another-nonce", &jwk(), "").unwrap();
         let e = c.expect_report_data(&other).unwrap_err();
-        assert!(matches!(e, Error::Binding { what: "report data", .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Binding {
+                    what: "report data",
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert!(c.expect_init_data(&[0xcd; 32]).is_err());
     }
 

@@ -52,7 +52,9 @@ impl Serialize for HexBytes {
 impl<'de> Deserialize<'de> for HexBytes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        hex::decode(s).map(HexBytes).map_err(serde::de::Error::custom)
+        hex::decode(s)
+            .map(HexBytes)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -228,7 +230,10 @@ mod tests {
         assert!(!c.report_data_matches(b"challengf"));
         assert!(!c.report_data_matches(&[0u8; 65]));
         let e = c.expect_report_data(b"x").unwrap_err().to_string();
-        assert!(e.starts_with("report data does not match: expected 78,"), "{e}");
+        assert!(
+            e.starts_with("report data does not match: expected 78,"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -115,7 +115,9 @@ impl Collateral {
             }
             return Ok(());
         }
-        if let Ok(crl) = x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(bytes) {
+        if let Ok(crl) =
+            x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(bytes)
+        {
             let issuer = crl.tbs_cert_list.issuer.to_string();
             if issuer.contains("CN=Intel SGX Root CA") {
                 pcs.root_ca_crl = Some(bytes.to_vec());
@@ -162,6 +164,9 @@ mod tests {
     #[test]
     fn missing_path_is_a_clear_error() {
         let e = Collateral::from_paths(&["/nonexistent/cocoon"]).unwrap_err();
-        assert!(e.to_string().starts_with("read /nonexistent/cocoon: "), "{e}");
+        assert!(
+            e.to_string().starts_with("read /nonexistent/cocoon: "),
+            "{e}"
+        );
     }
 }

@@ -97,7 +97,10 @@ pub fn verify_quote(
             svn.insert("isv_prod_id".to_string(), u64::from(r.isv_prod_id));
             m.insert("attributes".to_string(), r.attributes.to_vec().into());
             m.insert("cpu_svn".to_string(), r.cpu_svn.to_vec().into());
-            m.insert("misc_select".to_string(), r.misc_select.to_le_bytes().to_vec().into());
+            m.insert(
+                "misc_select".to_string(),
+                r.misc_select.to_le_bytes().to_vec().into(),
+            );
             Claims {
                 tee,
                 // ATTRIBUTES.DEBUG is bit 1 of the flags.
@@ -121,7 +124,10 @@ pub fn verify_quote(
                 return Err(Error::malformed(tee, "unknown TD report body"));
             };
             m.insert("mr_seam".to_string(), td.mr_seam.to_vec().into());
-            m.insert("mr_signer_seam".to_string(), td.mr_signer_seam.to_vec().into());
+            m.insert(
+                "mr_signer_seam".to_string(),
+                td.mr_signer_seam.to_vec().into(),
+            );
             m.insert("mr_owner".to_string(), td.mr_owner.to_vec().into());
             m.insert(
                 "mr_owner_config".to_string(),
@@ -131,12 +137,21 @@ pub fn verify_quote(
             m.insert("rtmr1".to_string(), td.rt_mr1.to_vec().into());
             m.insert("rtmr2".to_string(), td.rt_mr2.to_vec().into());
             m.insert("rtmr3".to_string(), td.rt_mr3.to_vec().into());
-            m.insert("td_attributes".to_string(), td.td_attributes.to_vec().into());
+            m.insert(
+                "td_attributes".to_string(),
+                td.td_attributes.to_vec().into(),
+            );
             m.insert("xfam".to_string(), td.xfam.to_vec().into());
             m.insert("tee_tcb_svn".to_string(), td.tee_tcb_svn.to_vec().into());
             if let Some(td15) = other.as_td15() {
-                m.insert("tee_tcb_svn2".to_string(), td15.tee_tcb_svn2.to_vec().into());
-                m.insert("mr_service_td".to_string(), td15.mr_service_td.to_vec().into());
+                m.insert(
+                    "tee_tcb_svn2".to_string(),
+                    td15.tee_tcb_svn2.to_vec().into(),
+                );
+                m.insert(
+                    "mr_service_td".to_string(),
+                    td15.mr_service_td.to_vec().into(),
+                );
             }
             Claims {
                 tee,
@@ -159,12 +174,20 @@ pub fn verify_quote(
     Ok(claims)
 }
 
-fn verify_with(tee: Tee, evidence: &[u8], collateral: &Collateral, now: UnixTime) -> Result<Claims> {
+fn verify_with(
+    tee: Tee,
+    evidence: &[u8],
+    collateral: &Collateral,
+    now: UnixTime,
+) -> Result<Claims> {
     let dcap = collateral.dcap.as_ref().ok_or(Error::MissingCollateral {
         tee,
         what: "DCAP collateral (TCB info, QE identity, CRLs and issuer chains from Intel PCS)",
     })?;
-    let root = collateral.intel_root.as_deref().unwrap_or(INTEL_ROOT_CA_DER);
+    let root = collateral
+        .intel_root
+        .as_deref()
+        .unwrap_or(INTEL_ROOT_CA_DER);
     verify_quote(tee, evidence, dcap, root, now)
 }
 
@@ -265,13 +288,15 @@ impl PcsResponses {
     /// Builds dcap-qvl collateral: the signed body spans are cut out byte for byte.
     pub fn into_collateral(self, tee: Tee) -> Result<QuoteCollateralV3> {
         let missing = |what: &'static str| Error::MissingCollateral { tee, what };
-        let tcb = self.tcb_info_response.ok_or(missing("the PCS TCB info response"))?;
+        let tcb = self
+            .tcb_info_response
+            .ok_or(missing("the PCS TCB info response"))?;
         let qe = self
             .qe_identity_response
             .ok_or(missing("the PCS QE identity response"))?;
-        let tcb_chain = self
-            .tcb_info_issuer_chain
-            .ok_or(missing("the TCB info issuer chain (Intel SGX TCB Signing PEM)"))?;
+        let tcb_chain = self.tcb_info_issuer_chain.ok_or(missing(
+            "the TCB info issuer chain (Intel SGX TCB Signing PEM)",
+        ))?;
         let (tcb_info, tcb_info_signature) = split_signed(tee, &tcb, "tcbInfo")?;
         let (qe_identity, qe_identity_signature) = split_signed(tee, &qe, "enclaveIdentity")?;
         Ok(QuoteCollateralV3 {

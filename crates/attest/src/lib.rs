@@ -80,7 +80,9 @@ impl FromStr for Tee {
         Tee::ALL
             .into_iter()
             .find(|t| t.as_str() == s)
-            .ok_or_else(|| Error::UnknownTee { name: s.to_string() })
+            .ok_or_else(|| Error::UnknownTee {
+                name: s.to_string(),
+            })
     }
 }
 
@@ -92,6 +94,23 @@ pub trait Verifier: Send + Sync {
     /// Verifies `evidence` against `collateral` at time `now` and returns the
     /// normalized claims, or the reason for refusal.
     fn verify(&self, evidence: &[u8], collateral: &Collateral, now: UnixTime) -> Result<Claims>;
+}
+
+/// Decodes a hex argument (whitespace and a `0x` prefix allowed).
+pub fn parse_hex(what: &'static str, s: &str) -> Result<Vec<u8>> {
+    let t: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    let t = t.strip_prefix("0x").unwrap_or(&t);
+    hex::decode(t).map_err(|e| Error::InvalidInput {
+        what,
+        detail: format!("not hex ({e})"),
+    })
+}
+
+impl Claims {
+    /// Pretty JSON of the claims.
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
 }
 
 /// The verifier for `tee`.

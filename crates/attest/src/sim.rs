@@ -78,7 +78,10 @@ impl SimReport {
     pub fn parse(b: &[u8]) -> Result<Self> {
         let tee = Tee::Sim;
         if b.len() < 10 || &b[..8] != MAGIC {
-            return Err(Error::malformed(tee, "no COCOSIM magic; this is not a sim report"));
+            return Err(Error::malformed(
+                tee,
+                "no COCOSIM magic; this is not a sim report",
+            ));
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
         if version != VERSION {
@@ -155,7 +158,9 @@ pub struct SimPlatform {
 
 impl std::fmt::Debug for SimPlatform {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SimPlatform").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("SimPlatform")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -200,10 +205,12 @@ pub fn init(dir: &Path) -> Result<SimPlatform> {
             detail: e.to_string(),
         })?;
     write_private(&key_path, pem.as_bytes())?;
-    let root_pem = root.to_pem(LineEnding::LF).map_err(|e| Error::InvalidInput {
-        what: "sim root",
-        detail: e.to_string(),
-    })?;
+    let root_pem = root
+        .to_pem(LineEnding::LF)
+        .map_err(|e| Error::InvalidInput {
+            what: "sim root",
+            detail: e.to_string(),
+        })?;
     let root_path = dir.join(ROOT_FILE);
     std::fs::write(&root_path, root_pem).map_err(|e| Error::io("write", &root_path, e))?;
     Ok(SimPlatform {
@@ -263,7 +270,8 @@ impl SimPlatform {
     /// Opens a platform made by [`init`].
     pub fn open(dir: &Path) -> Result<Self> {
         let key_path = dir.join(KEY_FILE);
-        let pem = std::fs::read_to_string(&key_path).map_err(|e| Error::io("read", &key_path, e))?;
+        let pem =
+            std::fs::read_to_string(&key_path).map_err(|e| Error::io("read", &key_path, e))?;
         let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| Error::InvalidInput {
             what: "sim key",
             detail: format!("{}: not a P-384 PKCS#8 key ({e})", key_path.display()),
@@ -418,7 +426,10 @@ impl Verifier for SimVerifier {
         }
         if !report.debug {
             // Cannot happen for a report we signed: every sim report says debug.
-            return Err(Error::malformed(tee, "debug flag clear; sim reports are always debug"));
+            return Err(Error::malformed(
+                tee,
+                "debug flag clear; sim reports are always debug",
+            ));
         }
         let mut svn = BTreeMap::new();
         svn.insert("tcb_svn".to_string(), u64::from(report.tcb_svn));

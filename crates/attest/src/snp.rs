@@ -503,7 +503,10 @@ pub fn claims(report: &Report, product: Product) -> Claims {
     let (ma, mi, bu) = report.current_fw;
     platform.insert("firmware".to_string(), format!("{ma}.{mi}.{bu}"));
     let mut m = BTreeMap::new();
-    m.insert("policy".to_string(), report.policy.to_be_bytes().to_vec().into());
+    m.insert(
+        "policy".to_string(),
+        report.policy.to_be_bytes().to_vec().into(),
+    );
     m.insert("family_id".to_string(), report.family_id.to_vec().into());
     m.insert("image_id".to_string(), report.image_id.to_vec().into());
     m.insert(

@@ -163,18 +163,30 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for s in ["2024-01-01T00:00:00Z", "2000-02-29T23:59:59Z", "2053-07-01T01:00:00Z"] {
+        for s in [
+            "2024-01-01T00:00:00Z",
+            "2000-02-29T23:59:59Z",
+            "2053-07-01T01:00:00Z",
+        ] {
             assert_eq!(UnixTime::parse_rfc3339(s).unwrap().to_string(), s);
         }
     }
 
     #[test]
     fn rejects_garbage_with_a_clear_message() {
-        for s in ["", "2024-13-01T00:00:00Z", "2023-02-29T00:00:00Z", "yesterday", "2024-01-01T00:00:00"] {
+        for s in [
+            "",
+            "2024-13-01T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "yesterday",
+            "2024-01-01T00:00:00",
+        ] {
             let e = UnixTime::parse_rfc3339(s).unwrap_err();
             assert_eq!(
                 e.to_string(),
-                format!("cannot read time {s:?}: give an RFC 3339 instant such as 2024-01-01T00:00:00Z")
+                format!(
+                    "cannot read time {s:?}: give an RFC 3339 instant such as 2024-01-01T00:00:00Z"
+                )
             );
         }
     }

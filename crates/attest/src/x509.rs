@@ -99,13 +99,15 @@ pub(crate) fn verify_issued_by(
     let tbs = tbs_der(tee, cert)?;
     let sig = cert.signature().raw_bytes();
     let spki = issuer.tbs_certificate().subject_public_key_info();
-    let bad = || Error::Chain {
+    let bad = || {
+        Error::Chain {
         tee,
         detail: format!(
             "the signature on {} by {} is invalid; the certificate was altered or not issued by that authority",
             subject(cert),
             subject(issuer)
         ),
+    }
     };
     let alg = cert.signature_algorithm().oid;
     if alg == RSASSA_PSS {

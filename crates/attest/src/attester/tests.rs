@@ -5,7 +5,11 @@ use std::sync::Arc;
 
 /// A fake configfs-tsm provider: answers every new entry that has an
 /// inblob with outblob = "REPORT" || inblob.
-fn fake_tsm(root: PathBuf, provider: &'static str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn fake_tsm(
+    root: PathBuf,
+    provider: &'static str,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             if let Ok(rd) = std::fs::read_dir(&root) {
@@ -41,8 +45,14 @@ fn tsm_attester_writes_inblob_and_reads_outblob() {
     // The entry is removed afterwards.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     // Wrong provider for the TEE is refused.
-    let e = TsmAttester::new(dir.path(), Tee::Tdx).evidence(b"x").unwrap_err();
-    assert!(e.to_string().contains("provider is \"sev_guest\", expected \"tdx_guest\""), "{e}");
+    let e = TsmAttester::new(dir.path(), Tee::Tdx)
+        .evidence(b"x")
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("provider is \"sev_guest\", expected \"tdx_guest\""),
+        "{e}"
+    );
     stop.store(true, Ordering::Relaxed);
     h.join().unwrap();
 }
@@ -52,7 +62,11 @@ fn tsm_attester_reports_missing_tree_and_oversized_data() {
     let dir = tempfile::tempdir().unwrap();
     let a = TsmAttester::new(dir.path().join("absent"), Tee::Snp);
     let e = a.evidence(b"x").unwrap_err();
-    assert!(e.to_string().starts_with("configfs-tsm attester failed: create "), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("configfs-tsm attester failed: create "),
+        "{e}"
+    );
     assert!(a.evidence(&[0u8; 65]).is_err());
 }
 
@@ -69,7 +83,12 @@ fn fake_guest_api(status: u16, count: usize) -> (String, std::thread::JoinHandle
             let req = String::from_utf8_lossy(&buf[..n]).to_string();
             let target = req.split(' ').nth(1).unwrap_or("").to_string();
             let body = format!("EV:{target}");
-            write!(s, "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+            write!(
+                s,
+                "HTTP/1.1 {status} X\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
             seen.push(target);
         }
         seen
@@ -89,16 +108,27 @@ fn coco_guest_api_attester_fetches_evidence() {
 #[test]
 fn coco_guest_api_errors_are_clear() {
     let (url, h) = fake_guest_api(500, 1);
-    let e = CocoGuestApiAttester::new(url.clone(), Tee::Snp).evidence(b"x").unwrap_err();
-    assert!(e.to_string().starts_with("CoCo guest API attester failed: HTTP 500"), "{e}");
+    let e = CocoGuestApiAttester::new(url.clone(), Tee::Snp)
+        .evidence(b"x")
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("CoCo guest API attester failed: HTTP 500"),
+        "{e}"
+    );
     h.join().unwrap();
-    let e = CocoGuestApiAttester::new("https://example", Tee::Snp).evidence(b"x").unwrap_err();
+    let e = CocoGuestApiAttester::new("https://example", Tee::Snp)
+        .evidence(b"x")
+        .unwrap_err();
     assert!(e.to_string().contains("only http:// URLs"), "{e}");
 }
 
 #[test]
 fn chunked_bodies_decode() {
-    assert_eq!(dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(), b"abcde");
+    assert_eq!(
+        dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
+        b"abcde"
+    );
     assert!(dechunk(b"zz\r\n").is_none());
 }
 
@@ -114,7 +144,11 @@ fn detect_prefers_tsm_then_api_then_sim() {
         sim: None,
     };
     let e = detect(&probe).err().unwrap();
-    assert!(e.to_string().starts_with("no TEE found: none of configfs-tsm at "), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("no TEE found: none of configfs-tsm at "),
+        "{e}"
+    );
 
     let simdir = dir.path().join("sim");
     crate::sim::init(&simdir).unwrap();

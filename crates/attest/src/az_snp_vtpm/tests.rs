@@ -30,9 +30,18 @@ fn hcl_report_with_tpm_quote_passes() {
     assert_eq!(c.tee, Tee::AzSnpVtpm);
     assert!(c.expect_report_data(b"challenge").is_ok());
     assert_eq!(c.launch_measurement.to_string(), "9ac48fcac8a2d88aeeff8d427ad4f2be0e3917c748a18bdf52cc317e7fe20308b459d5ef1a12e0c22944eb386d17c315");
-    assert_eq!(c.measurements["pcr00"].to_string(), "f3a7e99a5f819a034386bce753a48a73cfdaa0bea0ecfc124bedbf5a8c4799be");
+    assert_eq!(
+        c.measurements["pcr00"].to_string(),
+        "f3a7e99a5f819a034386bce753a48a73cfdaa0bea0ecfc124bedbf5a8c4799be"
+    );
     assert!(c.platform["chip_id"].starts_with("19752a447db501a3"));
-    assert_eq!(c.measurements["snp_report_data"].to_string(), format!("b3fbad6514c83caeb0380882145e49f794229ef37c421b91fc47ff93556bafac{}", "0".repeat(64)));
+    assert_eq!(
+        c.measurements["snp_report_data"].to_string(),
+        format!(
+            "b3fbad6514c83caeb0380882145e49f794229ef37c421b91fc47ff93556bafac{}",
+            "0".repeat(64)
+        )
+    );
 }
 
 #[test]
@@ -61,7 +70,16 @@ fn upstream_hcl_tampers_are_refused() {
     let mut t = hcl.clone();
     t[0x1A6] = 0;
     let e = verify_parts(t, q.clone(), &certs).unwrap_err();
-    assert!(matches!(e, Error::Mismatch { field: "reported TCB", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Mismatch {
+                field: "reported TCB",
+                ..
+            }
+        ),
+        "{e}"
+    );
 
     let mut t = hcl.clone();
     t[0x6E0] = t[0x6E0].wrapping_add(1);
@@ -71,7 +89,10 @@ fn upstream_hcl_tampers_are_refused() {
     let mut t = hcl.clone();
     t[0x540] = 0;
     let e = verify_parts(t, q, &certs).unwrap_err();
-    assert!(matches!(e, Error::Mismatch { .. } | Error::Malformed { .. }), "{e}");
+    assert!(
+        matches!(e, Error::Mismatch { .. } | Error::Malformed { .. }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -79,19 +100,40 @@ fn tpm_quote_tampers_are_refused() {
     let (hcl, q, certs) = v1_parts();
     let mut t = q.clone();
     t.message[20] ^= 1;
-    assert!(matches!(verify_parts(hcl.clone(), t, &certs), Err(Error::Signature { what: "TPM quote", .. })));
+    assert!(matches!(
+        verify_parts(hcl.clone(), t, &certs),
+        Err(Error::Signature {
+            what: "TPM quote",
+            ..
+        })
+    ));
     let mut t = q.clone();
     t.signature[5] ^= 1;
-    assert!(matches!(verify_parts(hcl.clone(), t, &certs), Err(Error::Signature { .. })));
+    assert!(matches!(
+        verify_parts(hcl.clone(), t, &certs),
+        Err(Error::Signature { .. })
+    ));
     let mut t = q.clone();
     t.pcrs[7][0] ^= 1;
     let e = verify_parts(hcl.clone(), t, &certs).unwrap_err();
-    assert!(matches!(e, Error::Mismatch { field: "PCR digest", .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::Mismatch {
+                field: "PCR digest",
+                ..
+            }
+        ),
+        "{e}"
+    );
     // Every byte of the signed SNP report inside the HCL report.
     for pos in (HCL_SNP_OFFSET..HCL_SNP_OFFSET + snp::SIGNED_LEN).step_by(17) {
         let mut t = hcl.clone();
         t[pos] ^= 0x20;
-        assert!(verify_parts(t, q.clone(), &certs).is_err(), "flip at {pos:#x}");
+        assert!(
+            verify_parts(t, q.clone(), &certs).is_err(),
+            "flip at {pos:#x}"
+        );
     }
 }
 
@@ -108,7 +150,9 @@ fn envelope_from_parts_round_trips() {
     let q = read("snp-azure-vtpm/trustee/tpm-quote-v1.json");
     let vcek = read("snp-azure-vtpm/trustee/vcek.pem");
     let env = Evidence::envelope(&hcl, &q, Some(&vcek)).unwrap();
-    let c = AzSnpVtpmVerifier.verify(&env, &Collateral::default(), at(NOW)).unwrap();
+    let c = AzSnpVtpmVerifier
+        .verify(&env, &Collateral::default(), at(NOW))
+        .unwrap();
     assert!(c.expect_report_data(b"challenge").is_ok());
 }
 

@@ -6,7 +6,10 @@ fn coll(rel: &str) -> Collateral {
 }
 
 fn tdx_a() -> (Vec<u8>, Collateral) {
-    (read("tdx/dcap-qvl/tdx_quote"), coll("tdx/dcap-qvl/tdx_quote_collateral.json"))
+    (
+        read("tdx/dcap-qvl/tdx_quote"),
+        coll("tdx/dcap-qvl/tdx_quote_collateral.json"),
+    )
 }
 
 const TDX_A_NOW: &str = "2025-07-19T10:00:34Z";
@@ -25,14 +28,23 @@ fn tdx_v4_quote_passes_up_to_date() {
     assert_eq!(claims.platform["fmspc"], "b0c06f000000");
     assert!(!claims.debug);
     // Also inside the window's first second.
-    assert!(TdxVerifier.verify(&q, &c, at("2025-06-19T10:32:27Z")).is_ok());
+    assert!(TdxVerifier
+        .verify(&q, &c, at("2025-06-19T10:32:27Z"))
+        .is_ok());
 }
 
 #[test]
 fn tdx_outside_collateral_window_is_refused() {
     let (q, c) = tdx_a();
-    for now in ["2025-07-19T10:00:36Z", "2025-06-19T10:32:26Z", "2030-01-01T00:00:00Z"] {
-        assert!(TdxVerifier.verify(&q, &c, at(now)).is_err(), "accepted at {now}");
+    for now in [
+        "2025-07-19T10:00:36Z",
+        "2025-06-19T10:32:26Z",
+        "2030-01-01T00:00:00Z",
+    ] {
+        assert!(
+            TdxVerifier.verify(&q, &c, at(now)).is_err(),
+            "accepted at {now}"
+        );
     }
 }
 
@@ -40,7 +52,9 @@ fn tdx_outside_collateral_window_is_refused() {
 fn tdx_v5_with_no_matching_tcb_level_is_refused() {
     let q = read("tdx/dcap-qvl/tdx_quote_outdated");
     let c = coll("tdx/dcap-qvl/tdx_quote_outdated_collateral.json");
-    let e = TdxVerifier.verify(&q, &c, at("2026-03-20T10:41:14Z")).unwrap_err();
+    let e = TdxVerifier
+        .verify(&q, &c, at("2026-03-20T10:41:14Z"))
+        .unwrap_err();
     assert!(matches!(e, Error::Tcb { .. }), "{e}");
     let parsed = parse_quote(Tee::Tdx, &q).unwrap();
     assert_eq!(parsed.header.version, 5);
@@ -50,10 +64,14 @@ fn tdx_v5_with_no_matching_tcb_level_is_refused() {
 fn go_tdx_guest_quote_with_raw_pcs_collateral_is_refused_for_tcb() {
     let q = read("tdx/go-tdx-guest/tdx_prod_quote_SPR_E4.dat");
     let c = coll("tdx/go-tdx-guest");
-    let e = TdxVerifier.verify(&q, &c, at("2023-07-01T01:00:00Z")).unwrap_err();
+    let e = TdxVerifier
+        .verify(&q, &c, at("2023-07-01T01:00:00Z"))
+        .unwrap_err();
     assert!(matches!(e, Error::Tcb { .. }), "{e}");
     // Far in the future the certificates have expired instead.
-    let e = TdxVerifier.verify(&q, &c, at("2053-07-01T01:00:00Z")).unwrap_err();
+    let e = TdxVerifier
+        .verify(&q, &c, at("2053-07-01T01:00:00Z"))
+        .unwrap_err();
     assert!(!matches!(e, Error::Tcb { .. }), "{e}");
 }
 
@@ -62,14 +80,28 @@ fn sgx_v3_quote_passes_with_advisories() {
     let q = read("sgx/dcap-qvl/sgx_quote");
     let c = coll("sgx/dcap-qvl/sgx_quote_collateral.json");
     let claims = SgxVerifier.verify(&q, &c, at(SGX_NOW)).unwrap();
-    assert_eq!(claims.tcb.status, TcbStatus::ConfigurationAndSWHardeningNeeded);
-    assert_eq!(claims.tcb.advisory_ids, vec!["INTEL-SA-00289", "INTEL-SA-00615"]);
-    assert_eq!(claims.launch_measurement.to_string(), "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb");
-    assert_eq!(claims.signer.unwrap().to_string(), "815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6");
+    assert_eq!(
+        claims.tcb.status,
+        TcbStatus::ConfigurationAndSWHardeningNeeded
+    );
+    assert_eq!(
+        claims.tcb.advisory_ids,
+        vec!["INTEL-SA-00289", "INTEL-SA-00615"]
+    );
+    assert_eq!(
+        claims.launch_measurement.to_string(),
+        "33d8736db756ed4997e04ba358d27833188f1932ff7b1d156904d3f560452fbb"
+    );
+    assert_eq!(
+        claims.signer.unwrap().to_string(),
+        "815f42f11cf64430c30bab7816ba596a1da0130c3b028b673133a66cf9a3e0e6"
+    );
     assert!(claims.report_data.0.starts_with(b"Hello, world!"));
     assert!(!claims.debug);
     assert_eq!(claims.platform["fmspc"], "00a067110000");
-    assert!(SgxVerifier.verify(&q, &c, at("2025-07-19T10:01:19Z")).is_err());
+    assert!(SgxVerifier
+        .verify(&q, &c, at("2025-07-19T10:01:19Z"))
+        .is_err());
 }
 
 #[test]
@@ -84,15 +116,26 @@ fn wrong_tee_kind_is_refused() {
 #[test]
 fn missing_collateral_is_named() {
     let (q, _) = tdx_a();
-    let e = TdxVerifier.verify(&q, &Collateral::default(), at(TDX_A_NOW)).unwrap_err();
-    assert!(e.to_string().starts_with("tdx verification needs DCAP collateral"), "{e}");
+    let e = TdxVerifier
+        .verify(&q, &Collateral::default(), at(TDX_A_NOW))
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("tdx verification needs DCAP collateral"),
+        "{e}"
+    );
 }
 
 #[test]
 fn wrong_root_is_refused() {
     let (q, mut c) = tdx_a();
     // An unrelated root (AMD's ARK) as the trust anchor.
-    let ark = crate::x509::parse_any(Tee::Snp, "ark", include_bytes!("../../roots/amd/milan/ark.pem")).unwrap();
+    let ark = crate::x509::parse_any(
+        Tee::Snp,
+        "ark",
+        include_bytes!("../../roots/amd/milan/ark.pem"),
+    )
+    .unwrap();
     c.intel_root = Some(x509_cert::der::Encode::to_der(&ark[0]).unwrap());
     assert!(TdxVerifier.verify(&q, &c, at(TDX_A_NOW)).is_err());
 }
@@ -113,14 +156,20 @@ fn flipped_quote_bytes_are_refused() {
     for pos in positions {
         let mut t = q.clone();
         t[pos] ^= 0x01;
-        assert!(TdxVerifier.verify(&t, &c, now).is_err(), "flip at byte {pos} accepted");
+        assert!(
+            TdxVerifier.verify(&t, &c, now).is_err(),
+            "flip at byte {pos} accepted"
+        );
     }
     let sgx = read("sgx/dcap-qvl/sgx_quote");
     let sc = coll("sgx/dcap-qvl/sgx_quote_collateral.json");
     for pos in (0..48 + 384).step_by(13) {
         let mut t = sgx.clone();
         t[pos] ^= 0x80;
-        assert!(SgxVerifier.verify(&t, &sc, at(SGX_NOW)).is_err(), "sgx flip at {pos}");
+        assert!(
+            SgxVerifier.verify(&t, &sc, at(SGX_NOW)).is_err(),
+            "sgx flip at {pos}"
+        );
     }
 }
 
@@ -135,7 +184,10 @@ fn tampered_collateral_is_refused() {
 #[test]
 fn json_span_extraction() {
     let t = r#"{"tcbInfo":{"a":"}{","b":{"c":1}},"signature":"00"}"#;
-    assert_eq!(json_object_span(t, "tcbInfo"), Some(r#"{"a":"}{","b":{"c":1}}"#));
+    assert_eq!(
+        json_object_span(t, "tcbInfo"),
+        Some(r#"{"a":"}{","b":{"c":1}}"#)
+    );
     assert_eq!(json_object_span(t, "nope"), None);
     assert_eq!(json_object_span(r#"{"tcbInfo":{"#, "tcbInfo"), None);
 }
@@ -143,7 +195,10 @@ fn json_span_extraction() {
 #[test]
 fn parser_never_panics_on_random_input() {
     let mut rng = crate::testutil::Rng(0xdcab);
-    let bases = [read("tdx/dcap-qvl/tdx_quote"), read("sgx/dcap-qvl/sgx_quote")];
+    let bases = [
+        read("tdx/dcap-qvl/tdx_quote"),
+        read("sgx/dcap-qvl/sgx_quote"),
+    ];
     for i in 0..2000 {
         let buf = match i % 3 {
             0 => {

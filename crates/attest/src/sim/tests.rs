@@ -16,15 +16,12 @@ fn trust(p: &SimPlatform) -> Collateral {
 #[test]
 fn report_round_trips() {
     let (_d, p) = platform();
-    let att = SimAttester::new(
-        SimPlatform::open(&p.dir).unwrap(),
-        [7u8; 48],
-        &[9u8; 32],
-    )
-    .unwrap();
+    let att = SimAttester::new(SimPlatform::open(&p.dir).unwrap(), [7u8; 48], &[9u8; 32]).unwrap();
     let ev = att.evidence(b"nonce-binding").unwrap();
     assert_eq!(ev.len(), REPORT_LEN);
-    let c = SimVerifier.verify(&ev, &trust(&p), UnixTime::now()).unwrap();
+    let c = SimVerifier
+        .verify(&ev, &trust(&p), UnixTime::now())
+        .unwrap();
     assert!(c.debug);
     assert_eq!(c.tee, Tee::Sim);
     assert_eq!(c.tcb.status, TcbStatus::Simulated);
@@ -50,7 +47,9 @@ fn root_from_collateral_directory_is_trusted_explicitly() {
 fn no_root_given_is_refused() {
     let (_d, p) = platform();
     let ev = p.sign([0; 48], b"", b"x", 1).unwrap();
-    let e = SimVerifier.verify(&ev, &Collateral::default(), UnixTime::now()).unwrap_err();
+    let e = SimVerifier
+        .verify(&ev, &Collateral::default(), UnixTime::now())
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
         "sim verification needs a trusted sim root certificate (root.pem from `cocoon sim init`), which was not given; pass it with --collateral (file or directory)"
@@ -62,9 +61,15 @@ fn report_signed_by_another_sim_root_is_refused() {
     let (_d, p) = platform();
     let (_d2, other) = platform();
     let ev = other.sign([0; 48], b"", b"x", 1).unwrap();
-    let e = SimVerifier.verify(&ev, &trust(&p), UnixTime::now()).unwrap_err();
+    let e = SimVerifier
+        .verify(&ev, &trust(&p), UnixTime::now())
+        .unwrap_err();
     assert!(matches!(e, Error::Chain { .. }), "{e}");
-    assert!(e.to_string().contains("not among the 1 trusted sim root(s)"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("not among the 1 trusted sim root(s)"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -75,7 +80,9 @@ fn forged_key_id_with_foreign_signature_is_refused() {
     let ev = other.sign([0; 48], b"", b"x", 1).unwrap();
     let mut r = SimReport::parse(&ev).unwrap();
     r.root_key_id = key_id(p.key.verifying_key()).unwrap();
-    let e = SimVerifier.verify(&r.to_bytes(), &trust(&p), UnixTime::now()).unwrap_err();
+    let e = SimVerifier
+        .verify(&r.to_bytes(), &trust(&p), UnixTime::now())
+        .unwrap_err();
     assert!(matches!(e, Error::Signature { .. }), "{e}");
 }
 
@@ -88,7 +95,10 @@ fn every_byte_flip_is_refused() {
     for pos in 0..REPORT_LEN {
         let mut t = ev.clone();
         t[pos] ^= 0x04;
-        assert!(SimVerifier.verify(&t, &c, now).is_err(), "flip at {pos} accepted");
+        assert!(
+            SimVerifier.verify(&t, &c, now).is_err(),
+            "flip at {pos} accepted"
+        );
     }
 }
 
@@ -112,7 +122,10 @@ fn init_refuses_to_overwrite_and_oversized_inputs_fail() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(p.dir.join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(p.dir.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

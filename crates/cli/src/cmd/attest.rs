@@ -1,0 +1,200 @@
+//! `cocoon attest`: produce and verify TEE evidence.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use cocoon_attest::{parse_hex, Attester, Collateral, Tee, UnixTime};
+
+/// Arguments of `cocoon attest`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(subcommand)]
+    command: AttestCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum AttestCommand {
+    /// Verify evidence and print its claims, or the reason for refusal.
+    Verify(VerifyArgs),
+    /// Produce evidence for given report data.
+    Evidence(EvidenceArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct VerifyArgs {
+    /// TEE kind: sim, snp, tdx, sgx, az-snp-vtpm.
+    #[arg(long)]
+    tee: Tee,
+    /// Evidence files. For az-snp-vtpm either one JSON envelope, or the HCL
+    /// report followed by the TPM quote JSON. Otherwise each file is verified.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Collateral files or directories (VCEK/VLEK, DCAP collateral, sim root.pem).
+    #[arg(long)]
+    collateral: Vec<PathBuf>,
+    /// Verification time (RFC 3339); default: now.
+    #[arg(long)]
+    now: Option<String>,
+    /// Print the claims as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Refuse unless the report data equals this hex (zero-padded to 64 bytes).
+    #[arg(long)]
+    expect_report_data: Option<String>,
+    /// Refuse unless the init data equals this hex (zero-padded to the field).
+    #[arg(long)]
+    expect_init_data: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct EvidenceArgs {
+    /// TEE kind: sim (software), or snp / tdx through configfs-tsm.
+    #[arg(long)]
+    tee: Tee,
+    /// Sim platform directory (from `cocoon sim init`), for --tee sim.
+    #[arg(long)]
+    sim: Option<PathBuf>,
+    /// configfs-tsm report directory, for --tee snp|tdx.
+    #[arg(long, default_value = cocoon_attest::attester::TSM_ROOT)]
+    tsm_root: PathBuf,
+    /// Report data, hex, at most 64 bytes.
+    #[arg(long)]
+    report_data: String,
+    /// Host (init) data, hex, at most 48 bytes (sim only; hardware sets it at launch).
+    #[arg(long)]
+    host_data: Option<String>,
+    /// Launch measurement, hex, 48 bytes (sim only).
+    #[arg(long)]
+    measurement: Option<String>,
+    /// Output file.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Runs `cocoon attest`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        AttestCommand::Verify(a) => verify(a),
+        AttestCommand::Evidence(a) => evidence(a),
+    }
+}
+
+fn read(p: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("read {}", p.display()))
+}
+
+fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+    let now = match &a.now {
+        Some(s) => UnixTime::parse_rfc3339(s)?,
+        None => UnixTime::now(),
+    };
+    let collateral = Collateral::from_paths(&a.collateral)?;
+    let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
+    if a.tee == Tee::AzSnpVtpm && a.files.len() == 2 {
+        let hcl = read(&a.files[0])?;
+        let quote = read(&a.files[1])?;
+        let env = cocoon_attest::az_snp_vtpm::Evidence::envelope(&hcl, &quote, None)?;
+        inputs.push((
+            format!("{} + {}", a.files[0].display(), a.files[1].display()),
+            env,
+        ));
+    } else {
+        for f in &a.files {
+            inputs.push((f.display().to_string(), read(f)?));
+        }
+    }
+    let expect_rd = a
+        .expect_report_data
+        .as_deref()
+        .map(|s| parse_hex("--expect-report-data", s))
+        .transpose()?;
+    let expect_id = a
+        .expect_init_data
+        .as_deref()
+        .map(|s| parse_hex("--expect-init-data", s))
+        .transpose()?;
+    let mut out = std::io::stdout().lock();
+    for (name, ev) in inputs {
+        let claims = cocoon_attest::verify(a.tee, &ev, &collateral, now)
+            .with_context(|| format!("{name} refused"))?;
+        if let Some(rd) = &expect_rd {
+            claims
+                .expect_report_data(rd)
+                .with_context(|| format!("{name} refused"))?;
+        }
+        if let Some(id) = &expect_id {
+            claims
+                .expect_init_data(id)
+                .with_context(|| format!("{name} refused"))?;
+        }
+        if a.json {
+            writeln!(out, "{}", claims.to_json_pretty())?;
+        } else {
+            writeln!(
+                out,
+                "{name}: verified {} evidence at {now}: debug={} tcb={:?}{} launch_measurement={} init_data={} report_data={}",
+                claims.tee,
+                claims.debug,
+                claims.tcb.status,
+                if claims.tcb.advisory_ids.is_empty() {
+                    String::new()
+                } else {
+                    format!(" advisories={}", claims.tcb.advisory_ids.join(","))
+                },
+                claims.launch_measurement,
+                claims.init_data,
+                claims.report_data
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn evidence(a: EvidenceArgs) -> anyhow::Result<()> {
+    let rd = parse_hex("--report-data", &a.report_data)?;
+    let attester: Box<dyn Attester> = match a.tee {
+        Tee::Sim => {
+            let dir = a
+                .sim
+                .as_ref()
+                .context("--tee sim needs --sim DIR (made by `cocoon sim init DIR`)")?;
+            let platform = cocoon_attest::sim::SimPlatform::open(dir)?;
+            let host = match &a.host_data {
+                Some(h) => parse_hex("--host-data", h)?,
+                None => Vec::new(),
+            };
+            let mut m = [0u8; 48];
+            if let Some(s) = &a.measurement {
+                let v = parse_hex("--measurement", s)?;
+                anyhow::ensure!(
+                    v.len() == 48,
+                    "--measurement must be 48 bytes, got {}",
+                    v.len()
+                );
+                m.copy_from_slice(&v);
+            }
+            Box::new(cocoon_attest::sim::SimAttester::new(platform, m, &host)?)
+        }
+        Tee::Snp | Tee::Tdx => {
+            anyhow::ensure!(
+                a.host_data.is_none() && a.measurement.is_none(),
+                "--host-data and --measurement apply to sim only: hardware fixes them at launch"
+            );
+            Box::new(cocoon_attest::attester::TsmAttester::new(
+                &a.tsm_root,
+                a.tee,
+            ))
+        }
+        other => anyhow::bail!("cannot produce {other} evidence here: use sim, snp or tdx"),
+    };
+    let ev = attester.evidence(&rd)?;
+    std::fs::write(&a.out, &ev).with_context(|| format!("write {}", a.out.display()))?;
+    println!(
+        "wrote {} bytes of {} evidence to {}",
+        ev.len(),
+        attester.tee(),
+        a.out.display()
+    );
+    Ok(())
+}
