@@ -11,6 +11,7 @@ packages=(
   attr                  # getfattr/setfattr for xattr fixtures and checks
   apache2-utils         # htpasswd (bcrypt) for registry basic-auth tests
   runc                  # the container runtime cocoon run uses
+  bc                    # benchmark arithmetic
   ca-certificates curl jq
 )
 
