@@ -30,6 +30,8 @@ enum Command {
     Attest(cmd::attest::Args),
     /// Manage the software TEE used for development.
     Sim(cmd::sim::Args),
+    /// Run the key broker service, or administer one.
+    Kbs(cmd::kbs::Args),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Unpack(args) => cmd::unpack::run(args),
         Command::Attest(args) => cmd::attest::run(args),
         Command::Sim(args) => cmd::sim::run(args),
+        Command::Kbs(args) => cmd::kbs::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
