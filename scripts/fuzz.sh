@@ -20,12 +20,17 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target-fuzz}"
 
 if cargo fuzz --version >/dev/null 2>&1; then
   san=()
-  if ! rustc --version | grep -q nightly; then san=(--sanitizer none); fi
+  tc=()
+  if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+    tc=(+nightly)
+  elif ! rustc --version | grep -q nightly; then
+    san=(--sanitizer none)
+  fi
   cd "$fuzz_dir"
   for t in "${targets[@]}"; do
     mkdir -p "corpus/$t"
     echo "== $t: ${secs}s"
-    cargo fuzz run "${san[@]}" "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048
+    cargo "${tc[@]}" fuzz run "${san[@]}" "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048
   done
 else
   echo "cargo-fuzz not installed (cargo install cargo-fuzz); running the stable no-panic loops instead" >&2
