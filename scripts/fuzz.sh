@@ -3,9 +3,9 @@
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET...]
 #
-# With cargo-fuzz installed it runs libFuzzer (`cargo fuzz run`); on a stable
-# toolchain it passes `--sanitizer none` (sanitizers need nightly). Without
-# cargo-fuzz it falls back to the deterministic no-panic loops in the crate's
+# With cargo-fuzz installed it runs libFuzzer (`cargo fuzz run`), with the
+# nightly toolchain when rustup has one, else on stable with `--sanitizer none`.
+# Without cargo-fuzz it falls back to the deterministic no-panic loops in the crate's
 # tests (`parser_never_panics_on_random_input`), which run on stable.
 set -euo pipefail
 secs="${1:-600}"
