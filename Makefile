@@ -4,7 +4,7 @@
 CARGO ?= cargo
 COCOON := target/release/cocoon
 
-.PHONY: all deps fixtures build release lint test demo bench clean-fixtures
+.PHONY: all deps fixtures launcher build release lint test demo bench
 
 all: build
 
@@ -15,17 +15,24 @@ deps:
 fixtures: deps
 	@bash scripts/fixtures.sh
 
-build: deps
+# The launcher runs as PID 1 in any base image, so it is linked statically;
+# an explicit --target keeps the static flag off build scripts and proc-macros.
+LAUNCHER_TARGET := x86_64-unknown-linux-gnu
+launcher: deps
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p cocoon-launcher --target $(LAUNCHER_TARGET)
+
+build: deps launcher
 	$(CARGO) build --workspace
 
-release: deps
+release: deps launcher
 	$(CARGO) build --release -p cocoon-cli
+	cp target/$(LAUNCHER_TARGET)/release/cocoon-launcher target/release/cocoon-launcher
 
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: deps fixtures lint
+test: deps fixtures launcher lint
 	$(CARGO) test --workspace
 
 demo: fixtures release

@@ -22,6 +22,14 @@ struct Cli {
 enum Command {
     /// Print the workload digest of an image (no key needed).
     Measure(cmd::measure::Args),
+    /// Make the owner's signing key.
+    Keygen(cmd::keygen::Args),
+    /// Seal an existing image: encrypt, measure, sign.
+    Convert(cmd::convert::Args),
+    /// Show what a sealed image declares (unverified).
+    Inspect(cmd::inspect::Args),
+    /// Check a sealed image's signature and every chunk (and, with the key, every file).
+    VerifyImage(cmd::verify_image::Args),
     /// Copy an image between transports (oci:, docker-archive:, docker://).
     Copy(cmd::copy::Args),
     /// Flatten an image's layers into a directory.
@@ -38,6 +46,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Measure(args) => cmd::measure::run(args),
+        Command::Keygen(args) => cmd::keygen::run(args),
+        Command::Convert(args) => cmd::convert::run(args),
+        Command::Inspect(args) => cmd::inspect::run(args),
+        Command::VerifyImage(args) => cmd::verify_image::run(args),
         Command::Copy(args) => cmd::copy::run(args),
         Command::Unpack(args) => cmd::unpack::run(args),
         Command::Attest(args) => cmd::attest::run(args),

@@ -87,11 +87,30 @@ fn an_image_pulled_from_a_registry_measures_like_the_local_copy() {
     let registry = cocoon_testkit::registry::Registry::start();
     let remote = format!("docker://{}/fixtures/busybox:v1", registry.host());
     let out = Command::new("skopeo")
-        .args(["copy", "--dest-tls-verify=false", &oci("busybox", "latest"), &remote])
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            &oci("busybox", "latest"),
+            &remote,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "skopeo push: {}", String::from_utf8_lossy(&out.stderr));
-    let out = cocoon().args(["measure", "--plain-http", &remote]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), measure(&oci("busybox", "latest")));
+    assert!(
+        out.status.success(),
+        "skopeo push: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = cocoon()
+        .args(["measure", "--plain-http", &remote])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        measure(&oci("busybox", "latest"))
+    );
 }

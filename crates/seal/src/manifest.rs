@@ -1,6 +1,7 @@
 //! The workload manifest: canonical JSON (RFC 8785) naming everything that
-//! decides what runs: the file tree (by its digest) and the runtime config.
-//! Its SHA-256 is the workload digest. The schema is documented in
+//! decides what runs: the file tree (by its digest), the runtime config, the
+//! seal parameters, secret references, shield ports and the launcher. Its
+//! SHA-256 is the workload digest. The schema is documented in
 //! `docs/manifest.md`.
 
 use std::collections::{BTreeMap, HashMap};
@@ -12,12 +13,19 @@ use sha2::{Digest as _, Sha256};
 /// The schema identifier of this manifest version.
 pub const SCHEMA: &str = "cocoon.dev/workload/v1";
 
+/// The sealed format the manifest's seal parameters describe.
+pub const SEAL_FORMAT: &str = "cocoon-seal/1";
+
+/// Default chunk size of sealed files: large enough for good compression,
+/// small enough that a random read decrypts little.
+pub const DEFAULT_CHUNK_SIZE: u32 = 128 * 1024;
+
 /// Errors building or reading a manifest.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The image config has a value the manifest cannot hold.
-    #[error("image config: {0}")]
-    Config(String),
+    /// An option has a value the manifest cannot hold.
+    #[error("{0}")]
+    Invalid(String),
     /// Serialising to canonical JSON failed.
     #[error("canonical JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -87,6 +95,107 @@ pub struct PlatformSpec {
     pub architecture: String,
 }
 
+/// How the tree is sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealParams {
+    /// Always [`SEAL_FORMAT`].
+    pub format: String,
+    /// Bytes of file content per chunk.
+    pub chunk_size: u32,
+    /// Paths whose content is encrypted (with everything below them),
+    /// sorted; `["/"]` encrypts everything. File names and metadata are
+    /// always encrypted.
+    pub encrypted: Vec<String>,
+    /// The KBS resource holding the image key.
+    pub key: String,
+}
+
+/// A secret the launcher fetches from the KBS and hands to the app.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// `kbs:///REPO/TYPE/TAG`.
+    pub uri: String,
+    /// Environment variable to set, if delivered as env.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub env: Option<String>,
+    /// Absolute path (in memory, inside the tree), if delivered as a file.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path: Option<String>,
+}
+
+/// A port the shield serves with attested TLS, forwarding to the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShieldPort {
+    /// Port clients connect to (TLS).
+    pub public: u16,
+    /// Port the app listens on (plaintext, inside the TEE).
+    pub app: u16,
+}
+
+/// The options that shape a workload beyond its image; `cocoon measure` and
+/// `cocoon convert` take the same ones and so produce the same digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadOptions {
+    /// Encrypted path prefixes; `/` for everything.
+    pub encrypted: Vec<String>,
+    /// Secrets.
+    pub secrets: Vec<SecretRef>,
+    /// Shield ports.
+    pub shield: Vec<ShieldPort>,
+    /// Chunk size.
+    pub chunk_size: u32,
+    /// KBS resource of the image key; `None` derives one from the tree digest.
+    pub key_uri: Option<String>,
+    /// SHA-256 of the launcher binary.
+    pub launcher: Digest,
+}
+
+/// Checks a `kbs:///REPO/TYPE/TAG` resource URI.
+pub fn check_kbs_uri(uri: &str) -> Result<(), Error> {
+    let bad = || {
+        Error::Invalid(format!(
+            "invalid KBS resource {uri:?}: expected kbs:///REPO/TYPE/TAG"
+        ))
+    };
+    let rest = uri.strip_prefix("kbs:///").ok_or_else(bad)?;
+    let parts: Vec<&str> = rest.split('/').collect();
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    if parts.len() != 3 || !parts.iter().all(|p| ok(p)) {
+        return Err(bad());
+    }
+    Ok(())
+}
+
+/// Normalises an absolute path (`/a/b`), refusing `..` and relative paths.
+pub fn normalize_path(path: &str) -> Result<String, Error> {
+    if !path.starts_with('/') {
+        return Err(Error::Invalid(format!("path {path:?} must be absolute")));
+    }
+    let mut out = String::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                return Err(Error::Invalid(format!(
+                    "path {path:?} must not contain '..'"
+                )))
+            }
+            p => {
+                out.push('/');
+                out.push_str(p);
+            }
+        }
+    }
+    Ok(if out.is_empty() { "/".into() } else { out })
+}
+
 /// The workload manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,11 +208,60 @@ pub struct WorkloadManifest {
     pub config: RuntimeConfig,
     /// The file tree.
     pub tree: TreeSummary,
+    /// How the tree is sealed.
+    pub seal: SealParams,
+    /// Secrets from the KBS, sorted.
+    pub secrets: Vec<SecretRef>,
+    /// Shield ports, sorted.
+    pub shield: Vec<ShieldPort>,
+    /// SHA-256 of the launcher binary.
+    pub launcher: Digest,
 }
 
 impl WorkloadManifest {
     /// The manifest of an image whose flattened tree is `tree`.
-    pub fn new(image: &ResolvedImage, tree: &Tree) -> Result<Self, Error> {
+    pub fn new(image: &ResolvedImage, tree: &Tree, opts: &WorkloadOptions) -> Result<Self, Error> {
+        let tree = summarize(tree)?;
+        let mut encrypted = opts
+            .encrypted
+            .iter()
+            .map(|p| normalize_path(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        encrypted.sort();
+        encrypted.dedup();
+        if encrypted.iter().any(|p| p == "/") {
+            encrypted = vec!["/".into()];
+        }
+        let key = match &opts.key_uri {
+            Some(uri) => uri.clone(),
+            None => format!("kbs:///cocoon/image-key/{}", tree.digest.hex()),
+        };
+        check_kbs_uri(&key)?;
+        let mut secrets = opts.secrets.clone();
+        for s in &mut secrets {
+            check_kbs_uri(&s.uri)?;
+            if let Some(p) = &s.path {
+                s.path = Some(normalize_path(p)?);
+            }
+            if s.env.is_none() == s.path.is_none() {
+                return Err(Error::Invalid(format!(
+                    "secret {} needs exactly one of env or path",
+                    s.uri
+                )));
+            }
+        }
+        secrets.sort();
+        let mut shield = opts.shield.clone();
+        shield.sort();
+        if opts.chunk_size < 4096
+            || !opts.chunk_size.is_power_of_two()
+            || opts.chunk_size > 16 << 20
+        {
+            return Err(Error::Invalid(format!(
+                "chunk size {} must be a power of two from 4096 to 16777216",
+                opts.chunk_size
+            )));
+        }
         Ok(WorkloadManifest {
             schema: SCHEMA.to_string(),
             platform: PlatformSpec {
@@ -111,7 +269,16 @@ impl WorkloadManifest {
                 architecture: image.config.architecture().to_string(),
             },
             config: RuntimeConfig::from_image(image),
-            tree: summarize(tree)?,
+            tree,
+            seal: SealParams {
+                format: SEAL_FORMAT.into(),
+                chunk_size: opts.chunk_size,
+                encrypted,
+                key,
+            },
+            secrets,
+            shield,
+            launcher: opts.launcher,
         })
     }
 
@@ -124,71 +291,100 @@ impl WorkloadManifest {
     pub fn digest(&self) -> Result<Digest, Error> {
         Ok(Digest::of(&self.canonical_json()?))
     }
+
+    /// Whether the content at `path` is encrypted.
+    pub fn is_encrypted(&self, path: &str) -> bool {
+        self.seal.encrypted.iter().any(|p| {
+            p == "/"
+                || path == p
+                || (path.starts_with(p.as_str()) && path.as_bytes().get(p.len()) == Some(&b'/'))
+        })
+    }
 }
 
-/// One line of the tree digest input.
-#[derive(Serialize)]
-struct Record<'a> {
-    path: &'a str,
+/// One path of the tree as the tree digest and the sealed index record it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeRecord {
+    /// Absolute normalised path.
+    pub path: String,
+    /// What the path is.
     #[serde(flatten)]
-    kind: &'a EntryKind,
-    mode: u32,
-    uid: u64,
-    gid: u64,
-    /// Directory mtimes change whenever a layer adds to them, so they are left out.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    mtime: Option<i64>,
-    xattrs: BTreeMap<&'a str, String>,
+    pub kind: EntryKind,
+    /// Permission bits incl. setuid/setgid/sticky.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u64,
+    /// Group.
+    pub gid: u64,
+    /// mtime; absent for directories, whose mtimes depend on layering.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mtime: Option<i64>,
+    /// xattr name -> lowercase hex value.
+    pub xattrs: BTreeMap<String, String>,
     /// For the second and later paths of a hardlinked file: the first path.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    link: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub link: Option<String>,
 }
 
-/// Computes the tree digest: SHA-256 over one canonical JSON record per path,
-/// in byte order of the paths, each followed by `\n`.
-pub fn summarize(tree: &Tree) -> Result<TreeSummary, Error> {
-    // The first path (in order) of every hardlinked file.
+/// The records of every path of `tree`, in byte order of the paths.
+pub fn tree_records(tree: &Tree) -> Vec<TreeRecord> {
     let mut first_of_inode: HashMap<u64, &str> = HashMap::new();
-    let mut hasher = Sha256::new();
-    let mut bytes = 0u64;
-    for (path, entry) in tree.iter() {
-        let Entry {
-            kind,
-            mode,
-            uid,
-            gid,
-            mtime,
-            xattrs,
-        } = entry;
-        let mut link = None;
-        if let EntryKind::File { size, inode, .. } = kind {
-            match first_of_inode.get(inode) {
-                Some(first) => link = Some(*first),
-                None => {
-                    first_of_inode.insert(*inode, path);
-                    bytes += size;
+    tree.iter()
+        .map(|(path, entry)| {
+            let Entry {
+                kind,
+                mode,
+                uid,
+                gid,
+                mtime,
+                xattrs,
+            } = entry;
+            let mut link = None;
+            if let EntryKind::File { inode, .. } = kind {
+                match first_of_inode.get(inode) {
+                    Some(first) => link = Some(first.to_string()),
+                    None => {
+                        first_of_inode.insert(*inode, path);
+                    }
                 }
             }
+            TreeRecord {
+                path: path.to_string(),
+                kind: kind.clone(),
+                mode: *mode,
+                uid: *uid,
+                gid: *gid,
+                mtime: (!entry.is_dir()).then_some(*mtime),
+                xattrs: xattrs
+                    .iter()
+                    .map(|(k, v)| (k.clone(), hex::encode(v)))
+                    .collect(),
+                link,
+            }
+        })
+        .collect()
+}
+
+/// The tree digest: SHA-256 over one canonical JSON record per path, in
+/// byte order of the paths, each followed by `\n`; plus the counts.
+pub fn summarize_records(records: &[TreeRecord]) -> Result<TreeSummary, Error> {
+    let mut hasher = Sha256::new();
+    let mut bytes = 0u64;
+    for record in records {
+        if let (EntryKind::File { size, .. }, None) = (&record.kind, &record.link) {
+            bytes += size;
         }
-        let record = Record {
-            path,
-            kind,
-            mode: *mode,
-            uid: *uid,
-            gid: *gid,
-            mtime: (!entry.is_dir()).then_some(*mtime),
-            xattrs: xattrs
-                .iter()
-                .map(|(k, v)| (k.as_str(), hex::encode(v)))
-                .collect(),
-            link,
-        };
-        hasher.update(serde_json_canonicalizer::to_vec(&record)?);
+        hasher.update(serde_json_canonicalizer::to_vec(record)?);
         hasher.update(b"\n");
     }
     Ok(TreeSummary {
         digest: Digest(hasher.finalize().into()),
-        entries: tree.len() as u64,
+        entries: records.len() as u64,
         bytes,
     })
+}
+
+/// The tree digest of a flattened tree.
+pub fn summarize(tree: &Tree) -> Result<TreeSummary, Error> {
+    summarize_records(&tree_records(tree))
 }

@@ -5,23 +5,17 @@ use cocoon_image::store::HashOnly;
 use cocoon_image::transport::resolve;
 use cocoon_image::{ImageSource, Platform};
 
-use crate::manifest::WorkloadManifest;
+use crate::error::Result;
+use crate::manifest::{WorkloadManifest, WorkloadOptions};
 
-/// Errors while measuring.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Reading or flattening the image failed.
-    #[error(transparent)]
-    Image(#[from] cocoon_image::Error),
-    /// Building the manifest failed.
-    #[error(transparent)]
-    Manifest(#[from] crate::manifest::Error),
-}
-
-/// Reads the `platform` image from `src`, flattens it and returns its
-/// workload manifest.
-pub fn measure(src: &mut dyn ImageSource, platform: &Platform) -> Result<WorkloadManifest, Error> {
+/// Reads the `platform` image from `src`, flattens it and returns the
+/// workload manifest that `convert` with the same options would seal.
+pub fn measure(
+    src: &mut dyn ImageSource,
+    platform: &Platform,
+    opts: &WorkloadOptions,
+) -> Result<WorkloadManifest> {
     let image = resolve(src, platform)?;
     let tree = flatten(src, &image, &mut HashOnly)?;
-    Ok(WorkloadManifest::new(&image, &tree)?)
+    Ok(WorkloadManifest::new(&image, &tree, opts)?)
 }

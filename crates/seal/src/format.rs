@@ -1,0 +1,250 @@
+//! The sealed blob's byte layout (version 1). `docs/sealed-format.md`
+//! describes it byte by byte; this module is the only code that knows it.
+//!
+//! ```text
+//! 0       header (256 bytes, plaintext)
+//! 256     chunk data, chunk after chunk
+//! T       chunk table: chunk_count records of 52 bytes (plaintext)
+//! I       index: nonce(12) || AES-256-GCM(zstd(JSON index)) || tag(16)
+//! ```
+//!
+//! The header's SHA-256 is signed (via the seal descriptor); the header holds
+//! the SHA-256 of the table and of the stored index; the table holds the
+//! SHA-256 of every stored chunk. So every byte is covered, and checking one
+//! chunk needs only the header, the table and that chunk.
+
+use cocoon_image::Digest;
+
+use crate::error::{Error, Result};
+
+/// Magic bytes at offset 0.
+pub const MAGIC: &[u8; 8] = b"COCOSEAL";
+/// Format version this code reads and writes.
+pub const VERSION: u16 = 1;
+/// Size of the header; chunk data starts here.
+pub const HEADER_LEN: usize = 256;
+/// Size of one chunk table record.
+pub const TABLE_RECORD_LEN: usize = 52;
+/// Bytes of nonce in front of an encrypted chunk or the index.
+pub const NONCE_LEN: usize = 12;
+/// Bytes of GCM tag after an encrypted chunk or the index.
+pub const TAG_LEN: usize = 16;
+
+/// Chunk flag: the stored bytes are `nonce || AES-256-GCM ciphertext || tag`.
+pub const FLAG_ENCRYPTED: u8 = 1;
+/// Chunk flag: the (decrypted) bytes are a zstd frame.
+pub const FLAG_ZSTD: u8 = 2;
+
+/// Additional data label of content chunks.
+pub const CHUNK_AAD: &[u8] = b"cocoon-seal/1 chunk";
+/// Additional data label of the index.
+pub const INDEX_AAD: &[u8] = b"cocoon-seal/1 index";
+
+/// The fixed-size header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Bytes of file content per chunk (the last chunk of a file may be shorter).
+    pub chunk_size: u32,
+    /// Number of chunks.
+    pub chunk_count: u64,
+    /// Offset of the chunk table.
+    pub table_offset: u64,
+    /// Length of the chunk table (`chunk_count * 52`).
+    pub table_len: u64,
+    /// SHA-256 of the chunk table.
+    pub table_digest: Digest,
+    /// Offset of the stored index.
+    pub index_offset: u64,
+    /// Length of the stored index.
+    pub index_len: u64,
+    /// SHA-256 of the stored (encrypted) index.
+    pub index_digest: Digest,
+    /// The tree digest the index commits to (also in the workload manifest).
+    pub tree_digest: Digest,
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn digest_at(b: &[u8], at: usize) -> Digest {
+    Digest(b[at..at + 32].try_into().expect("32 bytes"))
+}
+
+impl Header {
+    /// The 256 header bytes.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[0..8].copy_from_slice(MAGIC);
+        b[8..10].copy_from_slice(&VERSION.to_le_bytes());
+        b[12..16].copy_from_slice(&self.chunk_size.to_le_bytes());
+        b[16..24].copy_from_slice(&self.chunk_count.to_le_bytes());
+        b[24..32].copy_from_slice(&self.table_offset.to_le_bytes());
+        b[32..40].copy_from_slice(&self.table_len.to_le_bytes());
+        b[40..72].copy_from_slice(&self.table_digest.0);
+        b[72..80].copy_from_slice(&self.index_offset.to_le_bytes());
+        b[80..88].copy_from_slice(&self.index_len.to_le_bytes());
+        b[88..120].copy_from_slice(&self.index_digest.0);
+        b[120..152].copy_from_slice(&self.tree_digest.0);
+        b
+    }
+
+    /// Parses and sanity-checks a header against the blob's size.
+    pub fn decode(b: &[u8], blob_len: u64) -> Result<Self> {
+        if b.len() < HEADER_LEN || &b[0..8] != MAGIC {
+            return Err(Error::Format("not a cocoon sealed blob (bad magic)".into()));
+        }
+        let version = u16::from_le_bytes([b[8], b[9]]);
+        if version != VERSION {
+            return Err(Error::Format(format!(
+                "format version {version} is not supported (this cocoon reads version {VERSION})"
+            )));
+        }
+        if b[10..12] != [0, 0] || b[152..HEADER_LEN].iter().any(|&x| x != 0) {
+            return Err(Error::Format("reserved header bytes are not zero".into()));
+        }
+        let h = Header {
+            chunk_size: u32_at(b, 12),
+            chunk_count: u64_at(b, 16),
+            table_offset: u64_at(b, 24),
+            table_len: u64_at(b, 32),
+            table_digest: digest_at(b, 40),
+            index_offset: u64_at(b, 72),
+            index_len: u64_at(b, 80),
+            index_digest: digest_at(b, 88),
+            tree_digest: digest_at(b, 120),
+        };
+        let table_end = h.table_offset.checked_add(h.table_len);
+        let index_end = h.index_offset.checked_add(h.index_len);
+        let ok = h.chunk_count.checked_mul(TABLE_RECORD_LEN as u64) == Some(h.table_len)
+            && h.table_offset >= HEADER_LEN as u64
+            && table_end == Some(h.index_offset)
+            && index_end == Some(blob_len)
+            && h.index_len >= (NONCE_LEN + TAG_LEN) as u64;
+        if !ok {
+            return Err(Error::Format(
+                "header offsets do not describe this blob".into(),
+            ));
+        }
+        Ok(h)
+    }
+}
+
+/// One chunk table record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkRecord {
+    /// Offset of the stored bytes in the blob.
+    pub offset: u64,
+    /// Number of stored bytes.
+    pub stored_len: u32,
+    /// Number of content bytes once decrypted and decompressed.
+    pub plain_len: u32,
+    /// [`FLAG_ENCRYPTED`] and/or [`FLAG_ZSTD`].
+    pub flags: u8,
+    /// SHA-256 of the stored bytes.
+    pub digest: Digest,
+}
+
+impl ChunkRecord {
+    /// Appends the 52-byte record to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.offset.to_le_bytes());
+        out.extend_from_slice(&self.stored_len.to_le_bytes());
+        out.extend_from_slice(&self.plain_len.to_le_bytes());
+        out.extend_from_slice(&[self.flags, 0, 0, 0]);
+        out.extend_from_slice(&self.digest.0);
+    }
+
+    /// Parses the whole table; records must be contiguous from the end of
+    /// the header to the table, with known flags.
+    pub fn decode_table(table: &[u8], header: &Header) -> Result<Vec<ChunkRecord>> {
+        let mut next = HEADER_LEN as u64;
+        let mut out = Vec::with_capacity(header.chunk_count as usize);
+        for (n, b) in table.chunks_exact(TABLE_RECORD_LEN).enumerate() {
+            let r = ChunkRecord {
+                offset: u64_at(b, 0),
+                stored_len: u32_at(b, 8),
+                plain_len: u32_at(b, 12),
+                flags: b[16],
+                digest: digest_at(b, 20),
+            };
+            let min_len = if r.flags & FLAG_ENCRYPTED != 0 {
+                NONCE_LEN + TAG_LEN
+            } else {
+                0
+            } as u32;
+            if r.offset != next
+                || r.flags & !(FLAG_ENCRYPTED | FLAG_ZSTD) != 0
+                || b[17..20] != [0, 0, 0]
+                || r.plain_len > header.chunk_size
+                || r.stored_len < min_len
+            {
+                return Err(Error::Format(format!("chunk table record {n} is invalid")));
+            }
+            next = r.offset + u64::from(r.stored_len);
+            out.push(r);
+        }
+        if next != header.table_offset {
+            return Err(Error::Format(
+                "chunks do not end where the table starts".into(),
+            ));
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Header {
+        Header {
+            chunk_size: 4096,
+            chunk_count: 1,
+            table_offset: 300,
+            table_len: 52,
+            table_digest: Digest([1; 32]),
+            index_offset: 352,
+            index_len: 100,
+            index_digest: Digest([2; 32]),
+            tree_digest: Digest([3; 32]),
+        }
+    }
+
+    #[test]
+    fn header_round_trips() {
+        let h = header();
+        assert_eq!(Header::decode(&h.encode(), 452).unwrap(), h);
+    }
+
+    #[test]
+    fn header_refuses_bad_magic_version_reserved_and_offsets() {
+        let h = header().encode();
+        let mut b = h;
+        b[0] = b'X';
+        assert_eq!(
+            Header::decode(&b, 452).unwrap_err().to_string(),
+            "sealed blob: not a cocoon sealed blob (bad magic)"
+        );
+        let mut b = h;
+        b[8] = 9;
+        assert!(Header::decode(&b, 452)
+            .unwrap_err()
+            .to_string()
+            .contains("format version 9 is not supported"));
+        let mut b = h;
+        b[200] = 1;
+        assert!(Header::decode(&b, 452)
+            .unwrap_err()
+            .to_string()
+            .contains("reserved header bytes"));
+        assert!(Header::decode(&h, 453)
+            .unwrap_err()
+            .to_string()
+            .contains("header offsets"));
+    }
+}

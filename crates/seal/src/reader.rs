@@ -1,0 +1,396 @@
+//! Reading a sealed blob: check it without the key ([`SealedBlob`]), or
+//! unlock it with the image key and read any byte range, verifying and
+//! decrypting only the chunks that range touches ([`UnlockedTree`]).
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::Aes256Gcm;
+use cocoon_image::store::{CasDir, ContentStore};
+use cocoon_image::{Digest, Entry, EntryKind, Tree};
+
+use crate::error::{Error, Result};
+use crate::format::{
+    ChunkRecord, Header, FLAG_ENCRYPTED, FLAG_ZSTD, HEADER_LEN, INDEX_AAD, NONCE_LEN,
+};
+use crate::index::{DataRef, Index, IndexEntry};
+use crate::keys::{DerivedKeys, ImageKey};
+use crate::manifest::{summarize_records, WorkloadManifest};
+use crate::writer::chunk_aad;
+
+/// The index is compressed JSON; refuse to inflate it past this size.
+const MAX_INDEX_JSON: usize = 1 << 30;
+
+/// A sealed blob whose header and chunk table have been checked against the
+/// signed header digest. Opening reads only the header and the table.
+#[derive(Debug)]
+pub struct SealedBlob {
+    file: File,
+    header: Header,
+    table: Vec<ChunkRecord>,
+}
+
+fn read_at(file: &File, offset: u64, len: u64, what: &str) -> Result<Vec<u8>> {
+    let len = usize::try_from(len).map_err(|_| Error::Format(format!("{what} is too large")))?;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, offset)
+        .map_err(|e| Error::io(format!("reading {what}"), e))?;
+    Ok(buf)
+}
+
+impl SealedBlob {
+    /// Opens the blob at `path`, which must have the header whose SHA-256 is
+    /// `header_digest` (from the signed seal descriptor).
+    pub fn open(path: &Path, header_digest: &Digest) -> Result<Self> {
+        let file =
+            File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+            .len();
+        if len < HEADER_LEN as u64 {
+            return Err(Error::Format(format!(
+                "{} is too short to be a sealed blob",
+                path.display()
+            )));
+        }
+        let raw = read_at(&file, 0, HEADER_LEN as u64, "the sealed blob header")?;
+        if Digest::of(&raw) != *header_digest {
+            return Err(Error::Tampered(
+                "the sealed blob header is not the one the owner signed".into(),
+            ));
+        }
+        let header = Header::decode(&raw, len)?;
+        let table_bytes = read_at(
+            &file,
+            header.table_offset,
+            header.table_len,
+            "the chunk table",
+        )?;
+        if Digest::of(&table_bytes) != header.table_digest {
+            return Err(Error::Tampered(
+                "the chunk table does not match the header".into(),
+            ));
+        }
+        let table = ChunkRecord::decode_table(&table_bytes, &header)?;
+        Ok(SealedBlob {
+            file,
+            header,
+            table,
+        })
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// The chunk table.
+    pub fn chunks(&self) -> &[ChunkRecord] {
+        &self.table
+    }
+
+    fn stored_chunk(&self, n: u64) -> Result<(ChunkRecord, Vec<u8>)> {
+        let r = *self
+            .table
+            .get(usize::try_from(n).unwrap_or(usize::MAX))
+            .ok_or_else(|| Error::Format(format!("chunk {n} does not exist")))?;
+        let bytes = read_at(
+            &self.file,
+            r.offset,
+            r.stored_len.into(),
+            &format!("chunk {n}"),
+        )?;
+        Ok((r, bytes))
+    }
+
+    /// Checks every stored chunk and the stored index against their
+    /// digests, without any key. Reads the whole blob once.
+    pub fn verify_chunks(&self) -> Result<()> {
+        for n in 0..self.table.len() as u64 {
+            let (r, bytes) = self.stored_chunk(n)?;
+            if Digest::of(&bytes) != r.digest {
+                return Err(Error::Tampered(format!(
+                    "chunk {n} does not match the chunk table"
+                )));
+            }
+        }
+        let index = read_at(
+            &self.file,
+            self.header.index_offset,
+            self.header.index_len,
+            "the index",
+        )?;
+        if Digest::of(&index) != self.header.index_digest {
+            return Err(Error::Tampered(
+                "the index does not match the header".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decrypts and checks the index with the image key: it must be the
+    /// index of exactly the tree `manifest` describes.
+    pub fn unlock(self, key: &ImageKey, manifest: &WorkloadManifest) -> Result<UnlockedTree> {
+        if self.header.tree_digest != manifest.tree.digest
+            || self.header.chunk_size != manifest.seal.chunk_size
+        {
+            return Err(Error::Tampered(
+                "the sealed blob belongs to another workload".into(),
+            ));
+        }
+        let keys = key.derive(&manifest.tree.digest);
+        let stored = read_at(
+            &self.file,
+            self.header.index_offset,
+            self.header.index_len,
+            "the index",
+        )?;
+        if Digest::of(&stored) != self.header.index_digest {
+            return Err(Error::Tampered(
+                "the index does not match the header".into(),
+            ));
+        }
+        let aad = [INDEX_AAD, &self.header.table_digest.0].concat();
+        let plain = decrypt(&keys.index, &stored, &aad, || "the index".into())?;
+        let json = zstd::bulk::decompress(&plain, MAX_INDEX_JSON)
+            .map_err(|e| Error::Format(format!("index does not decompress: {e}")))?;
+        let index: Index = serde_json::from_slice(&json)
+            .map_err(|e| Error::Format(format!("index is not valid: {e}")))?;
+        let records: Vec<_> = index.entries.iter().map(|e| e.record.clone()).collect();
+        if index.tree_digest != manifest.tree.digest
+            || summarize_records(&records)? != manifest.tree
+        {
+            return Err(Error::Tampered(
+                "the index does not hash to the manifest's tree digest".into(),
+            ));
+        }
+        let tree = UnlockedTree::new(self, keys, index.entries)?;
+        Ok(tree)
+    }
+}
+
+/// AES-256-GCM open of `nonce || ciphertext || tag`.
+fn decrypt(
+    key: &[u8; 32],
+    stored: &[u8],
+    aad: &[u8],
+    what: impl Fn() -> String,
+) -> Result<Vec<u8>> {
+    if stored.len() < NONCE_LEN {
+        return Err(Error::Decrypt { what: what() });
+    }
+    let (nonce, ct) = stored.split_at(NONCE_LEN);
+    Aes256Gcm::new(key.into())
+        .decrypt(nonce.into(), Payload { msg: ct, aad })
+        .map_err(|_| Error::Decrypt { what: what() })
+}
+
+/// An unlocked sealed tree: every path's record, and verified reads.
+pub struct UnlockedTree {
+    blob: SealedBlob,
+    keys: DerivedKeys,
+    entries: Vec<IndexEntry>,
+    by_path: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for UnlockedTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnlockedTree")
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UnlockedTree {
+    fn new(blob: SealedBlob, keys: DerivedKeys, entries: Vec<IndexEntry>) -> Result<Self> {
+        let by_path: HashMap<String, usize> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.record.path.clone(), i))
+            .collect();
+        let chunk_size = u64::from(blob.header.chunk_size);
+        // Every file must point at chunks that exist and add up to its size.
+        for e in &entries {
+            let bad = || Error::Format(format!("index entry {} is inconsistent", e.record.path));
+            match (&e.record.kind, &e.record.link, &e.data) {
+                (EntryKind::File { size, .. }, None, Some(d)) => {
+                    let end = d.first.checked_add(d.count).ok_or_else(bad)?;
+                    if end > blob.table.len() as u64 || d.count != size.div_ceil(chunk_size) {
+                        return Err(bad());
+                    }
+                    let total: u64 = blob.table[d.first as usize..end as usize]
+                        .iter()
+                        .map(|r| u64::from(r.plain_len))
+                        .sum();
+                    if total != *size {
+                        return Err(bad());
+                    }
+                }
+                (EntryKind::File { .. }, Some(first), None) => {
+                    if !by_path
+                        .get(first)
+                        .is_some_and(|&i| entries[i].data.is_some())
+                    {
+                        return Err(bad());
+                    }
+                }
+                (EntryKind::File { .. }, _, _) => return Err(bad()),
+                (_, _, Some(_)) => return Err(bad()),
+                _ => {}
+            }
+        }
+        Ok(UnlockedTree {
+            blob,
+            keys,
+            entries,
+            by_path,
+        })
+    }
+
+    /// Every path, in byte order.
+    pub fn entries(&self) -> &[IndexEntry] {
+        &self.entries
+    }
+
+    /// The entry at `path`.
+    pub fn lookup(&self, path: &str) -> Option<&IndexEntry> {
+        self.by_path.get(path).map(|&i| &self.entries[i])
+    }
+
+    /// Where the content of a regular file lives (following hardlinks).
+    pub fn data_of(&self, entry: &IndexEntry) -> Option<DataRef> {
+        match &entry.record.link {
+            Some(first) => self.lookup(first).and_then(|e| e.data),
+            None => entry.data,
+        }
+    }
+
+    /// Chunk `n`, verified (digest or GCM tag) and decrypted and decompressed.
+    pub fn read_chunk(&self, n: u64) -> Result<Vec<u8>> {
+        let (r, stored) = self.blob.stored_chunk(n)?;
+        let body = if r.flags & FLAG_ENCRYPTED != 0 {
+            decrypt(
+                &self.keys.chunk,
+                &stored,
+                &chunk_aad(n, r.flags, r.plain_len),
+                || format!("chunk {n}"),
+            )?
+        } else {
+            if Digest::of(&stored) != r.digest {
+                return Err(Error::Tampered(format!(
+                    "chunk {n} does not match the chunk table"
+                )));
+            }
+            stored
+        };
+        let plain = if r.flags & FLAG_ZSTD != 0 {
+            zstd::bulk::decompress(&body, r.plain_len as usize)
+                .map_err(|e| Error::Format(format!("chunk {n} does not decompress: {e}")))?
+        } else {
+            body
+        };
+        if plain.len() != r.plain_len as usize {
+            return Err(Error::Format(format!("chunk {n} has the wrong length")));
+        }
+        Ok(plain)
+    }
+
+    /// Reads up to `buf.len()` bytes of a file's content at `offset`;
+    /// returns how many (0 at the end). Touches only the chunks in range.
+    pub fn read_at(&self, data: DataRef, size: u64, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        if offset >= size || buf.is_empty() {
+            return Ok(0);
+        }
+        let chunk_size = u64::from(self.blob.header.chunk_size);
+        let want = (buf.len() as u64).min(size - offset) as usize;
+        let mut done = 0;
+        while done < want {
+            let pos = offset + done as u64;
+            let chunk = self.read_chunk(data.first + pos / chunk_size)?;
+            let start = (pos % chunk_size) as usize;
+            let n = (chunk.len() - start).min(want - done);
+            buf[done..done + n].copy_from_slice(&chunk[start..start + n]);
+            done += n;
+        }
+        Ok(done)
+    }
+
+    /// The whole content of the regular file at `path`.
+    pub fn read_file(&self, path: &str) -> Result<Vec<u8>> {
+        let entry = self
+            .lookup(path)
+            .ok_or_else(|| Error::Format(format!("no file {path} in the sealed tree")))?;
+        let (EntryKind::File { size, .. }, Some(data)) = (&entry.record.kind, self.data_of(entry))
+        else {
+            return Err(Error::Format(format!("{path} is not a regular file")));
+        };
+        let mut out = vec![0u8; *size as usize];
+        self.read_at(data, *size, 0, &mut out)?;
+        Ok(out)
+    }
+
+    /// Reads every file and checks its content against the digest in its
+    /// record (which the tree digest covers).
+    pub fn verify_all(&self) -> Result<()> {
+        for e in &self.entries {
+            if let (EntryKind::File { digest, .. }, None) = (&e.record.kind, &e.record.link) {
+                if Digest::of(&self.read_file(&e.record.path)?) != *digest {
+                    return Err(Error::Tampered(format!(
+                        "content of {} does not match its digest",
+                        e.record.path
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the flattened tree, with contents in `store` (for
+    /// extracting and for comparing with the original image).
+    pub fn to_tree(&self, store: &mut CasDir) -> Result<Tree> {
+        let mut tree = Tree::new();
+        let mut inodes: HashMap<&str, u64> = HashMap::new();
+        for (i, e) in self.entries.iter().enumerate() {
+            let r = &e.record;
+            let mut kind = r.kind.clone();
+            if let EntryKind::File { inode, .. } = &mut kind {
+                *inode = match &r.link {
+                    Some(first) => inodes.get(first.as_str()).copied().unwrap_or(i as u64),
+                    None => {
+                        let content = self.read_file(&r.path)?;
+                        store
+                            .put(&mut &content[..])
+                            .map_err(|e| Error::io("storing content", e))?;
+                        inodes.insert(&r.path, i as u64);
+                        i as u64
+                    }
+                };
+            }
+            let xattrs = r
+                .xattrs
+                .iter()
+                .map(|(k, v)| {
+                    Ok((
+                        k.clone(),
+                        hex::decode(v)
+                            .map_err(|_| Error::Format(format!("bad xattr on {}", r.path)))?,
+                    ))
+                })
+                .collect::<Result<_>>()?;
+            let entry = Entry {
+                kind,
+                mode: r.mode,
+                uid: r.uid,
+                gid: r.gid,
+                mtime: r.mtime.unwrap_or(0),
+                xattrs,
+            };
+            tree.insert(&r.path, entry);
+        }
+        Ok(tree)
+    }
+}
