@@ -1,0 +1,36 @@
+//! cocoon key broker service (KBS).
+//!
+//! The relying party of cocoon: it speaks the Trustee "RCAR" attestation
+//! protocol, version 0.4.0 ([`protocol`]), verifies TEE evidence with
+//! `cocoon-attest`, evaluates a Rego policy ([`policy`]) over the normalized
+//! claims, the workload's init data and the requested resource, and releases
+//! resources from an encrypted embedded store ([`store`]) as JWE
+//! ([`jwe`]) to the key the evidence binds. It issues EAR attestation tokens
+//! ([`token`]), short-lived workload certificates ([`ca`]), and has an admin
+//! API with a blocking client ([`client`]).
+//!
+//! Entry points: [`config::Config`] (TOML), [`server::Kbs`] (state) and
+//! [`server::serve`]. The format of everything on the wire and on disk is in
+//! `docs/kbs.md`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod admin;
+pub mod ca;
+pub mod client;
+pub mod config;
+pub mod crypto;
+pub mod error;
+pub mod jwe;
+pub mod metrics;
+pub mod policy;
+pub mod protocol;
+pub mod reference;
+pub mod server;
+pub mod session;
+pub mod store;
+pub mod token;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use reference::{InitData, ReferenceValues};
