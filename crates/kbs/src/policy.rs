@@ -18,8 +18,10 @@ use serde_json::{json, Value};
 use crate::reference::ReferenceValues;
 use crate::{Error, Result};
 
-/// The rule the KBS evaluates.
+/// The rule the KBS evaluates for a resource.
 pub const ALLOW_RULE: &str = "data.cocoon.kbs.allow";
+/// The rule the KBS evaluates for a workload certificate (`input.resource` is null).
+pub const ALLOW_CERT_RULE: &str = "data.cocoon.kbs.allow_cert";
 
 /// The default policy: release a resource listed in the reference values of
 /// the workload whose digest, launcher digest and signer all match the init
@@ -37,6 +39,14 @@ allow if {
 	rv.launcher_digest == input.init_data.launcher_digest
 	rv.signer == input.init_data.signer
 	input.resource.uri in rv.resources
+	debug_ok
+}
+
+allow_cert if {
+	some rv in data.reference_values
+	rv.workload_digest == input.init_data.workload_digest
+	rv.launcher_digest == input.init_data.launcher_digest
+	rv.signer == input.init_data.signer
 	debug_ok
 }
 
@@ -101,11 +111,16 @@ impl Policy {
 
     /// Evaluates `allow` for `input`. Any evaluation error is a denial.
     pub fn allows(&self, input: &Value) -> Result<bool> {
+        self.eval(ALLOW_RULE, input)
+    }
+
+    /// Evaluates boolean rule `rule` for `input`; undefined or an error is false.
+    pub fn eval(&self, rule: &str, input: &Value) -> Result<bool> {
         let base = self.engine.read().unwrap_or_else(|p| p.into_inner()).clone();
         let mut e = (*base).clone();
         e.set_input_json(&input.to_string())
             .map_err(|e| Error::Internal(format!("policy input: {e}")))?;
-        match e.eval_rule(ALLOW_RULE.into()) {
+        match e.eval_rule(rule.into()) {
             Ok(v) => Ok(v == regorus::Value::from(true)),
             Err(err) => {
                 tracing::warn!(error = %err, "policy evaluation failed; denying");
@@ -124,13 +139,25 @@ pub fn input(
     allow_sample: bool,
 ) -> Result<Value> {
     let (repo, kind, tag) = crate::reference::parse_resource_uri(resource_uri)?;
-    Ok(json!({
+    let resource = json!({"uri": crate::reference::resource_uri(&repo, &kind, &tag), "repo": repo, "type": kind, "tag": tag});
+    Ok(input_for(claims, init_data, resource, allow_sim, allow_sample))
+}
+
+/// Builds the policy input with any `resource` value (null for certificates).
+pub fn input_for(
+    claims: &Value,
+    init_data: &Value,
+    resource: Value,
+    allow_sim: bool,
+    allow_sample: bool,
+) -> Value {
+    json!({
         "tee": claims.get("tee").cloned().unwrap_or(Value::Null),
         "claims": claims,
         "init_data": init_data,
-        "resource": {"uri": crate::reference::resource_uri(&repo, &kind, &tag), "repo": repo, "type": kind, "tag": tag},
+        "resource": resource,
         "config": {"allow_sim": allow_sim, "allow_sample": allow_sample},
-    }))
+    })
 }
 
 #[cfg(test)]
@@ -188,6 +215,12 @@ mod tests {
         assert!(!allows(&p, claims("snp", false), init(), "kbs:///app/key/other", false));
         // No init data.
         assert!(!allows(&p, claims("snp", false), Value::Null, uri, false));
+        // Certificates: known workload only.
+        let ci = |i: Value| input_for(&claims("snp", false), &i, Value::Null, false, false);
+        assert!(p.eval(ALLOW_CERT_RULE, &ci(init())).unwrap());
+        let mut i = init();
+        i["signer"] = d('f').into();
+        assert!(!p.eval(ALLOW_CERT_RULE, &ci(i)).unwrap());
         // No reference values at all.
         let empty = Policy::new(DEFAULT_POLICY, &[]).unwrap();
         assert!(!allows(&empty, claims("snp", false), init(), uri, false));
