@@ -230,14 +230,11 @@ impl UnlockedTree {
                         return Err(bad());
                     }
                 }
-                (EntryKind::File { .. }, Some(first), None) => {
-                    if !by_path
+                // A later hardlink path must name a first path that holds the data.
+                (EntryKind::File { .. }, Some(first), None)
+                    if by_path
                         .get(first)
-                        .is_some_and(|&i| entries[i].data.is_some())
-                    {
-                        return Err(bad());
-                    }
-                }
+                        .is_some_and(|&i| entries[i].data.is_some()) => {}
                 (EntryKind::File { .. }, _, _) => return Err(bad()),
                 (_, _, Some(_)) => return Err(bad()),
                 _ => {}

@@ -170,3 +170,79 @@ impl RawTar {
         self.out
     }
 }
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(path).unwrap()).unwrap()
+}
+
+/// Plays an attacker who controls the registry: rewrites the files of one
+/// uncompressed layer of the image tagged `tag` with `edit`, then re-hashes
+/// everything (layer blob, config diff_ids, manifest, index) so that no
+/// OCI-level digest gives the change away. Files are (path, mode, bytes).
+pub fn rewrite_layer(
+    layout: &Path,
+    tag: &str,
+    layer: usize,
+    edit: impl FnOnce(&mut Vec<(String, u32, Vec<u8>)>),
+) {
+    let blobs = layout.join("blobs/sha256");
+    let blob = |d: &str| blobs.join(&d[7..]);
+    let mut index = read_json(&layout.join("index.json"));
+    let entry = index["manifests"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .expect("tag in index");
+    let mut manifest = read_json(&blob(entry["digest"].as_str().unwrap()));
+    let mut config = read_json(&blob(manifest["config"]["digest"].as_str().unwrap()));
+    let layer_digest = manifest["layers"][layer]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut files = Vec::new();
+    let mut archive = tar::Archive::new(fs::File::open(blob(&layer_digest)).unwrap());
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type().is_dir() {
+            continue;
+        }
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let mode = e.header().mode().unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        files.push((path, mode, data));
+    }
+    edit(&mut files);
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, mode, data) in &files {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(*mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        builder.append_data(&mut h, path, &data[..]).unwrap();
+    }
+    let tar = builder.into_inner().unwrap();
+    let new_digest = digest(&tar);
+    fs::write(blob(&new_digest), &tar).unwrap();
+    manifest["layers"][layer]["digest"] = new_digest.clone().into();
+    manifest["layers"][layer]["size"] = tar.len().into();
+    config["rootfs"]["diff_ids"][layer] = new_digest.into();
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_digest = digest(&config_bytes);
+    fs::write(blob(&config_digest), &config_bytes).unwrap();
+    manifest["config"]["digest"] = config_digest.into();
+    manifest["config"]["size"] = config_bytes.len().into();
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let manifest_digest = digest(&manifest_bytes);
+    fs::write(blob(&manifest_digest), &manifest_bytes).unwrap();
+    entry["digest"] = manifest_digest.into();
+    entry["size"] = manifest_bytes.len().into();
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+}

@@ -6,6 +6,7 @@
 
 pub mod layout;
 pub mod registry;
+pub mod snapshot;
 
 use std::path::{Path, PathBuf};
 
