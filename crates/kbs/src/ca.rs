@@ -73,7 +73,7 @@ impl std::fmt::Debug for Ca {
 
 /// Makes a self-signed CA certificate named `name` for `key`, valid 10 years.
 pub fn make_ca_cert(key: &p256::SecretKey, name: &str, now: u64) -> Result<String> {
-    let subject = Name::from_str(&format!("CN={name},O=cocoon")).map_err(ie)?;
+    let subject = Name::from_str(&format!("CN={name},O=cocoon,C=XX")).map_err(ie)?;
     let profile = Root::new(false, subject).map_err(ie)?;
     let spki_der = key.public_key().to_public_key_der().map_err(ie)?;
     let spki = SubjectPublicKeyInfoOwned::from_der(spki_der.as_bytes()).map_err(ie)?;

@@ -105,6 +105,7 @@ pub struct Kbs {
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     limiter: RateLimiter,
+    pinned_time: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Kbs {
@@ -193,12 +194,28 @@ impl Kbs {
             collateral,
             admin_keys,
             metrics: Metrics::default(),
+            pinned_time: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
     /// The token signer (for its JWKS).
     pub fn signer(&self) -> &TokenSigner {
         &self.signer
+    }
+
+    /// Pins the time used to verify evidence (collateral validity windows)
+    /// to `t` seconds since the epoch; `None` uses the clock. For tests
+    /// against captured evidence whose collateral has expired.
+    pub fn pin_verification_time(&self, t: Option<u64>) {
+        self.pinned_time
+            .store(t.unwrap_or(0), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn verification_time(&self) -> UnixTime {
+        match self.pinned_time.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => UnixTime::now(),
+            t => UnixTime(t),
+        }
     }
 
     fn reload_policy(&self) -> Result<()> {
@@ -384,7 +401,7 @@ async fn attest_inner(kbs: &Kbs, tee: &str, nonce: &str, body: Body) -> Result<V
     } else {
         let t = Tee::from_str(tee).map_err(|e| Error::BadRequest(e.to_string()))?;
         let ev = evidence_bytes(&att.tee_evidence.primary_evidence)?;
-        let claims = cocoon_attest::verify(t, &ev, &kbs.collateral, UnixTime::now())
+        let claims = cocoon_attest::verify(t, &ev, &kbs.collateral, kbs.verification_time())
             .map_err(|e| Error::Forbidden(format!("evidence refused: {e}")))?;
         claims
             .expect_report_data(&expected)
