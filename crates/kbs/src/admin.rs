@@ -47,8 +47,9 @@ pub fn authorize(headers: &HeaderMap, keys: &[VerifyingKey], now: u64) -> Result
             "admin API disabled: no admin.public_keys in the KBS config".into(),
         ));
     }
-    let token = bearer(headers)
-        .ok_or_else(|| Error::Unauthorized("admin call needs Authorization: Bearer <admin JWT>".into()))?;
+    let token = bearer(headers).ok_or_else(|| {
+        Error::Unauthorized("admin call needs Authorization: Bearer <admin JWT>".into())
+    })?;
     let claims = crate::token::verify_es256(token, keys, now)
         .map_err(|e| Error::Unauthorized(format!("admin {e}")))?;
     let exp = claims.get("exp").and_then(|v| v.as_u64()).unwrap_or(0);
@@ -108,16 +109,25 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(authorize(&h, &keys, 100).is_err());
         let t = crate::token::admin_token(&sk, 100, 300).unwrap();
-        h.insert("authorization", HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+        );
         authorize(&h, &keys, 101).unwrap();
         assert!(authorize(&h, &keys, 401).is_err());
         assert!(authorize(&h, &[], 101).is_err());
         let other = crate::crypto::new_p256_key().unwrap();
         let t = crate::token::admin_token(&other, 100, 300).unwrap();
-        h.insert("authorization", HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+        );
         assert!(authorize(&h, &keys, 101).is_err());
         let t = crate::token::admin_token(&sk, 100, 100_000).unwrap();
-        h.insert("authorization", HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+        );
         assert!(authorize(&h, &keys, 101).is_err());
     }
 }

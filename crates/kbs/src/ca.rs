@@ -21,8 +21,7 @@ use x509_cert::der::asn1::{GeneralizedTime, Ia5String, ObjectIdentifier};
 use x509_cert::der::{Decode, DecodePem, EncodePem};
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{
-    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages,
-    SubjectAltName,
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName,
 };
 use x509_cert::ext::{Extension, ToExtension};
 use x509_cert::name::Name;
@@ -100,6 +99,8 @@ impl BuilderProfile for Leaf {
         self.subject.clone()
     }
 
+    // Each extension is built seeing the ones before it.
+    #[allow(clippy::vec_init_then_push)]
     fn build_extensions(
         &self,
         _spk: SubjectPublicKeyInfoRef<'_>,
@@ -107,21 +108,21 @@ impl BuilderProfile for Leaf {
         tbs: &TbsCertificate,
     ) -> x509_cert::builder::Result<Vec<Extension>> {
         let mut ext: Vec<Extension> = Vec::new();
-        ext.push(AuthorityKeyIdentifier::try_from(issuer_spk)?.to_extension(&tbs.subject(), &ext)?);
+        ext.push(AuthorityKeyIdentifier::try_from(issuer_spk)?.to_extension(tbs.subject(), &ext)?);
         ext.push(
             BasicConstraints {
                 ca: false,
                 path_len_constraint: None,
             }
-            .to_extension(&tbs.subject(), &ext)?,
+            .to_extension(tbs.subject(), &ext)?,
         );
-        ext.push(KeyUsage(KeyUsages::DigitalSignature.into()).to_extension(&tbs.subject(), &ext)?);
+        ext.push(KeyUsage(KeyUsages::DigitalSignature.into()).to_extension(tbs.subject(), &ext)?);
         ext.push(
             ExtendedKeyUsage(vec![ID_KP_SERVER_AUTH, ID_KP_CLIENT_AUTH])
-                .to_extension(&tbs.subject(), &ext)?,
+                .to_extension(tbs.subject(), &ext)?,
         );
         if !self.names.is_empty() {
-            ext.push(SubjectAltName(self.names.clone()).to_extension(&tbs.subject(), &ext)?);
+            ext.push(SubjectAltName(self.names.clone()).to_extension(tbs.subject(), &ext)?);
         }
         Ok(ext)
     }
@@ -169,9 +170,9 @@ impl Ca {
             if !ok {
                 return Err(Error::BadRequest(format!("{n:?} is not a DNS name")));
             }
-            names.push(GeneralName::DnsName(
-                Ia5String::new(n).map_err(|_| Error::BadRequest(format!("{n:?} is not a DNS name")))?,
-            ));
+            names.push(GeneralName::DnsName(Ia5String::new(n).map_err(|_| {
+                Error::BadRequest(format!("{n:?} is not a DNS name"))
+            })?));
         }
         if let Some(d) = workload_digest {
             names.push(GeneralName::UniformResourceIdentifier(
@@ -216,7 +217,12 @@ mod tests {
         let vk = p256::ecdsa::VerifyingKey::from(&k.public_key());
         vk.verify(&tbs, &sig).unwrap();
         assert!(ca
-            .issue(&RecipientKey::P256(leaf_key.public_key()), &["bad name/".into()], None, 0)
+            .issue(
+                &RecipientKey::P256(leaf_key.public_key()),
+                &["bad name/".into()],
+                None,
+                0
+            )
             .is_err());
     }
 }

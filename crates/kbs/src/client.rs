@@ -18,7 +18,9 @@ pub struct AdminClient {
 
 impl std::fmt::Debug for AdminClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminClient").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("AdminClient")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -48,7 +50,9 @@ impl AdminClient {
             Some((ct, b)) => (req.header("content-type", ct), b.to_vec()),
             None => (req, Vec::new()),
         };
-        let req = req.body(bytes).map_err(|e| Error::BadRequest(format!("{url}: {e}")))?;
+        let req = req
+            .body(bytes)
+            .map_err(|e| Error::BadRequest(format!("{url}: {e}")))?;
         let mut resp = self
             .agent
             .run(req)
@@ -59,7 +63,9 @@ impl AdminClient {
             .with_config()
             .limit(64 << 20)
             .read_to_vec()
-            .map_err(|e| Error::Unavailable(format!("{method} {url}: reading the response: {e}")))?;
+            .map_err(|e| {
+                Error::Unavailable(format!("{method} {url}: reading the response: {e}"))
+            })?;
         if status.is_success() {
             return Ok(out);
         }
@@ -79,8 +85,12 @@ impl AdminClient {
     /// Stores `value` as resource `uri` (`kbs:///repo/type/tag`).
     pub fn put_resource(&self, uri: &str, value: &[u8]) -> Result<()> {
         let (r, t, g) = parse_resource_uri(uri)?;
-        self.call("PUT", &format!("/kbs/v0/resource/{r}/{t}/{g}"), Some(("application/octet-stream", value)))
-            .map(|_| ())
+        self.call(
+            "PUT",
+            &format!("/kbs/v0/resource/{r}/{t}/{g}"),
+            Some(("application/octet-stream", value)),
+        )
+        .map(|_| ())
     }
 
     /// Reads resource `uri` (plaintext, admin only).
@@ -92,7 +102,8 @@ impl AdminClient {
     /// Deletes resource `uri`.
     pub fn delete_resource(&self, uri: &str) -> Result<()> {
         let (r, t, g) = parse_resource_uri(uri)?;
-        self.call("DELETE", &format!("/kbs/v0/resource/{r}/{t}/{g}"), None).map(|_| ())
+        self.call("DELETE", &format!("/kbs/v0/resource/{r}/{t}/{g}"), None)
+            .map(|_| ())
     }
 
     /// Lists resource URIs.
@@ -103,8 +114,12 @@ impl AdminClient {
 
     /// Replaces the policy with Rego text.
     pub fn set_policy(&self, rego: &str) -> Result<()> {
-        self.call("POST", "/kbs/v0/resource-policy", Some(("text/plain", rego.as_bytes())))
-            .map(|_| ())
+        self.call(
+            "POST",
+            "/kbs/v0/resource-policy",
+            Some(("text/plain", rego.as_bytes())),
+        )
+        .map(|_| ())
     }
 
     /// The current policy (Rego text).
@@ -116,8 +131,12 @@ impl AdminClient {
     /// Adds (or replaces, by workload digest) reference values.
     pub fn add_reference_values(&self, rv: &ReferenceValues) -> Result<()> {
         let j = serde_json::to_vec(rv).map_err(|e| Error::Internal(e.to_string()))?;
-        self.call("POST", "/kbs/v0/reference-value", Some(("application/json", &j)))
-            .map(|_| ())
+        self.call(
+            "POST",
+            "/kbs/v0/reference-value",
+            Some(("application/json", &j)),
+        )
+        .map(|_| ())
     }
 
     /// All reference values.

@@ -236,7 +236,9 @@ mod tests {
         let e = Config::from_toml("[server]\nlisten_on = \"x\"").unwrap_err();
         assert!(e.to_string().contains("unknown field"), "{e}");
         assert!(Config::from_toml("[server]\ntls_cert = \"a\"").is_err());
-        let c = Config::from_toml("[attestation]\nallow_sim = true\ncollateral = [\"sim/root.pem\"]").unwrap();
+        let c =
+            Config::from_toml("[attestation]\nallow_sim = true\ncollateral = [\"sim/root.pem\"]")
+                .unwrap();
         assert!(c.attestation.allow_sim);
     }
 }

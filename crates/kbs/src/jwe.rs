@@ -149,7 +149,8 @@ pub fn encrypt(key: &RecipientKey, plaintext: &[u8]) -> Result<JweResponse> {
             (json!({"alg": ALG_RSA_OAEP_256, "enc": "A256GCM"}), wrapped)
         }
     };
-    let protected = b64url(&serde_json::to_vec(&header).map_err(|e| Error::Internal(e.to_string()))?);
+    let protected =
+        b64url(&serde_json::to_vec(&header).map_err(|e| Error::Internal(e.to_string()))?);
     let mut iv = [0u8; 12];
     fill_random(&mut iv)?;
     let cipher = Aes256Gcm::new_from_slice(cek.as_ref())
@@ -183,7 +184,10 @@ pub fn decrypt(secret: RecipientSecret<'_>, jwe: &JweResponse) -> Result<Zeroizi
     if header.get("enc").and_then(Value::as_str) != Some("A256GCM") {
         return Err(Error::BadRequest("JWE enc must be A256GCM".into()));
     }
-    let alg = header.get("alg").and_then(Value::as_str).unwrap_or_default();
+    let alg = header
+        .get("alg")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let ek = b64url_decode("encrypted_key", &jwe.encrypted_key)?;
     let cek: Zeroizing<Vec<u8>> = match (secret, alg) {
         (RecipientSecret::P256(sk), ALG_ECDH_ES_A256KW) => {
@@ -215,7 +219,9 @@ pub fn decrypt(secret: RecipientSecret<'_>, jwe: &JweResponse) -> Result<Zeroizi
     let iv = b64url_decode("iv", &jwe.iv)?;
     let tag = b64url_decode("tag", &jwe.tag)?;
     if iv.len() != 12 || tag.len() != 16 {
-        return Err(Error::BadRequest("JWE: iv must be 12 and tag 16 bytes".into()));
+        return Err(Error::BadRequest(
+            "JWE: iv must be 12 and tag 16 bytes".into(),
+        ));
     }
     let cipher = Aes256Gcm::new_from_slice(&cek)
         .map_err(|_| Error::BadRequest("JWE: content key is not 256 bits".into()))?;
@@ -266,7 +272,10 @@ mod tests {
         m.extend_from_slice(&14u32.to_be_bytes());
         m.extend_from_slice(b"ECDH-ES+A256KW");
         m.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
-        assert_eq!(*concat_kdf_256(&z, "ECDH-ES+A256KW"), crate::crypto::sha256(&m));
+        assert_eq!(
+            *concat_kdf_256(&z, "ECDH-ES+A256KW"),
+            crate::crypto::sha256(&m)
+        );
     }
 
     #[test]
@@ -278,7 +287,10 @@ mod tests {
         let rk = RecipientKey::from_jwk(&jwk).unwrap();
         assert_eq!(rk.alg(), "RSA-OAEP-256");
         let jwe = encrypt(&rk, b"hello").unwrap();
-        assert_eq!(decrypt(RecipientSecret::Rsa(&sk), &jwe).unwrap().as_slice(), b"hello");
+        assert_eq!(
+            decrypt(RecipientSecret::Rsa(&sk), &jwe).unwrap().as_slice(),
+            b"hello"
+        );
     }
 
     #[test]

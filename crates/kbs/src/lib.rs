@@ -34,3 +34,6 @@ pub mod token;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use reference::{InitData, ReferenceValues};
+
+/// Bytes that are zeroized when dropped (resource values, keys).
+pub type Secret = zeroize::Zeroizing<Vec<u8>>;

@@ -39,22 +39,57 @@ impl Metrics {
     /// The text exposition, with the current number of sessions.
     pub fn render(&self, sessions: usize) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "# HELP kbs_http_requests_total HTTP requests by route and status.");
+        let _ = writeln!(
+            s,
+            "# HELP kbs_http_requests_total HTTP requests by route and status."
+        );
         let _ = writeln!(s, "# TYPE kbs_http_requests_total counter");
-        for ((route, status), n) in self.requests.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(s, "kbs_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
+        for ((route, status), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                s,
+                "kbs_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
+            );
         }
         let mut counter = |name: &str, help: &str, v: &AtomicU64| {
             let _ = writeln!(s, "# HELP {name} {help}");
             let _ = writeln!(s, "# TYPE {name} counter");
             let _ = writeln!(s, "{name} {}", v.load(Ordering::Relaxed));
         };
-        counter("kbs_attestations_ok_total", "Successful attestations.", &self.attest_ok);
-        counter("kbs_attestations_refused_total", "Refused attestations.", &self.attest_refused);
-        counter("kbs_resources_released_total", "Resources released.", &self.resources_released);
-        counter("kbs_policy_denied_total", "Requests denied by policy.", &self.policy_denied);
-        counter("kbs_certificates_issued_total", "Workload certificates issued.", &self.certs_issued);
-        counter("kbs_rate_limited_total", "Requests refused by the rate limiter.", &self.rate_limited);
+        counter(
+            "kbs_attestations_ok_total",
+            "Successful attestations.",
+            &self.attest_ok,
+        );
+        counter(
+            "kbs_attestations_refused_total",
+            "Refused attestations.",
+            &self.attest_refused,
+        );
+        counter(
+            "kbs_resources_released_total",
+            "Resources released.",
+            &self.resources_released,
+        );
+        counter(
+            "kbs_policy_denied_total",
+            "Requests denied by policy.",
+            &self.policy_denied,
+        );
+        counter(
+            "kbs_certificates_issued_total",
+            "Workload certificates issued.",
+            &self.certs_issued,
+        );
+        counter(
+            "kbs_rate_limited_total",
+            "Requests refused by the rate limiter.",
+            &self.rate_limited,
+        );
         let _ = writeln!(s, "# HELP kbs_sessions Sessions held in memory.");
         let _ = writeln!(s, "# TYPE kbs_sessions gauge");
         let _ = writeln!(s, "kbs_sessions {sessions}");

@@ -116,7 +116,11 @@ impl Policy {
 
     /// Evaluates boolean rule `rule` for `input`; undefined or an error is false.
     pub fn eval(&self, rule: &str, input: &Value) -> Result<bool> {
-        let base = self.engine.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let base = self
+            .engine
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut e = (*base).clone();
         e.set_input_json(&input.to_string())
             .map_err(|e| Error::Internal(format!("policy input: {e}")))?;
@@ -140,7 +144,13 @@ pub fn input(
 ) -> Result<Value> {
     let (repo, kind, tag) = crate::reference::parse_resource_uri(resource_uri)?;
     let resource = json!({"uri": crate::reference::resource_uri(&repo, &kind, &tag), "repo": repo, "type": kind, "tag": tag});
-    Ok(input_for(claims, init_data, resource, allow_sim, allow_sample))
+    Ok(input_for(
+        claims,
+        init_data,
+        resource,
+        allow_sim,
+        allow_sample,
+    ))
 }
 
 /// Builds the policy input with any `resource` value (null for certificates).
@@ -186,7 +196,8 @@ mod tests {
     }
 
     fn allows(p: &Policy, c: Value, i: Value, uri: &str, allow_sim: bool) -> bool {
-        p.allows(&input(&c, &i, uri, allow_sim, false).unwrap()).unwrap()
+        p.allows(&input(&c, &i, uri, allow_sim, false).unwrap())
+            .unwrap()
     }
 
     #[test]
@@ -212,7 +223,13 @@ mod tests {
         // Debug hardware, even with allow_sim.
         assert!(!allows(&p, claims("snp", true), init(), uri, true));
         // Resource not listed.
-        assert!(!allows(&p, claims("snp", false), init(), "kbs:///app/key/other", false));
+        assert!(!allows(
+            &p,
+            claims("snp", false),
+            init(),
+            "kbs:///app/key/other",
+            false
+        ));
         // No init data.
         assert!(!allows(&p, claims("snp", false), Value::Null, uri, false));
         // Certificates: known workload only.
@@ -231,8 +248,20 @@ mod tests {
         assert!(Policy::new("package other\nallow := true", &[]).is_err());
         assert!(Policy::new("this is not rego", &[]).is_err());
         let p = Policy::new("package cocoon.kbs\nallow := true", &[]).unwrap();
-        assert!(allows(&p, claims("sim", true), Value::Null, "kbs:///a/b/c", false));
+        assert!(allows(
+            &p,
+            claims("sim", true),
+            Value::Null,
+            "kbs:///a/b/c",
+            false
+        ));
         p.replace(DEFAULT_POLICY, &[]).unwrap();
-        assert!(!allows(&p, claims("sim", true), Value::Null, "kbs:///a/b/c", false));
+        assert!(!allows(
+            &p,
+            claims("sim", true),
+            Value::Null,
+            "kbs:///a/b/c",
+            false
+        ));
     }
 }

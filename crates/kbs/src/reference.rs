@@ -40,9 +40,9 @@ pub struct InitData {
 }
 
 fn check_digest(what: &str, s: &str) -> Result<()> {
-    let ok = s
-        .strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')));
+    let ok = s.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64 && h.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
+    });
     if ok {
         Ok(())
     } else {
@@ -108,8 +108,8 @@ impl ReferenceValues {
 impl InitData {
     /// Parses and validates init data JSON.
     pub fn from_json(b: &[u8]) -> Result<Self> {
-        let d: InitData = serde_json::from_slice(b)
-            .map_err(|e| Error::BadRequest(format!("init data: {e}")))?;
+        let d: InitData =
+            serde_json::from_slice(b).map_err(|e| Error::BadRequest(format!("init data: {e}")))?;
         check_digest("init data workload_digest", &d.workload_digest)?;
         check_digest("init data launcher_digest", &d.launcher_digest)?;
         check_digest("init data signer", &d.signer)?;

@@ -43,7 +43,7 @@ use crate::policy::{self, Policy, DEFAULT_POLICY};
 use crate::protocol::*;
 use crate::reference::{parse_resource_uri, resource_uri, InitData, ReferenceValues};
 use crate::session::{SessionState, Sessions};
-use crate::store::{Store, Kek, META, REFERENCE_VALUES, RESOURCES};
+use crate::store::{Kek, Store, META, REFERENCE_VALUES, RESOURCES};
 use crate::token::{now_secs, TokenSigner};
 use crate::{Error, Result};
 
@@ -116,7 +116,8 @@ impl std::fmt::Debug for Kbs {
 
 fn load_or_make_key(store: &Store, name: &str) -> Result<p256::SecretKey> {
     if let Some(pem) = store.get(META, name)? {
-        let text = std::str::from_utf8(&pem).map_err(|_| Error::Store(format!("{name} is not PEM")))?;
+        let text =
+            std::str::from_utf8(&pem).map_err(|_| Error::Store(format!("{name} is not PEM")))?;
         return p256_key_from_pem(text);
     }
     let k = new_p256_key()?;
@@ -136,7 +137,9 @@ fn reference_values(store: &Store) -> Result<Vec<ReferenceValues>> {
 
 fn current_policy(store: &Store) -> Result<String> {
     Ok(match store.get(META, "policy")? {
-        Some(p) => String::from_utf8(p.to_vec()).map_err(|_| Error::Store("policy is not UTF-8".into()))?,
+        Some(p) => {
+            String::from_utf8(p.to_vec()).map_err(|_| Error::Store("policy is not UTF-8".into()))?
+        }
         None => DEFAULT_POLICY.to_string(),
     })
 }
@@ -146,7 +149,10 @@ impl Kbs {
     /// token and CA keys, compiles the policy and loads the collateral.
     pub fn open(config: Config) -> Result<Arc<Kbs>> {
         config.validate()?;
-        let kek = Kek::load(config.store.kek_file.as_deref(), config.store.kek_env.as_deref())?;
+        let kek = Kek::load(
+            config.store.kek_file.as_deref(),
+            config.store.kek_env.as_deref(),
+        )?;
         Kbs::open_with_kek(config, kek)
     }
 
@@ -156,7 +162,8 @@ impl Kbs {
         let token_key = load_or_make_key(&store, "token-key")?;
         let ca_key = load_or_make_key(&store, "ca-key")?;
         let ca_pem = match store.get(META, "ca-cert")? {
-            Some(p) => String::from_utf8(p.to_vec()).map_err(|_| Error::Store("ca-cert is not PEM".into()))?,
+            Some(p) => String::from_utf8(p.to_vec())
+                .map_err(|_| Error::Store("ca-cert is not PEM".into()))?,
             None => {
                 let pem = make_ca_cert(&ca_key, &config.ca.name, now_secs())?;
                 store.put(META, "ca-cert", pem.as_bytes())?;
@@ -185,7 +192,10 @@ impl Kbs {
                 Duration::from_secs(config.attestation.session_ttl_secs),
                 config.attestation.max_sessions,
             ),
-            limiter: RateLimiter::new(config.server.rate_limit_per_sec, config.server.rate_limit_burst),
+            limiter: RateLimiter::new(
+                config.server.rate_limit_per_sec,
+                config.server.rate_limit_burst,
+            ),
             config,
             store,
             policy,
@@ -219,8 +229,10 @@ impl Kbs {
     }
 
     fn reload_policy(&self) -> Result<()> {
-        self.policy
-            .replace(&current_policy(&self.store)?, &reference_values(&self.store)?)
+        self.policy.replace(
+            &current_policy(&self.store)?,
+            &reference_values(&self.store)?,
+        )
     }
 }
 
@@ -323,7 +335,9 @@ fn sample_claims(v: &Value) -> Result<Value> {
         .ok_or_else(|| Error::BadRequest("sample evidence: no report_data".into()))?;
     let rd = b64_decode_any("sample report_data", rd)?;
     if rd.len() > 64 {
-        return Err(Error::BadRequest("sample report_data longer than 64 bytes".into()));
+        return Err(Error::BadRequest(
+            "sample report_data longer than 64 bytes".into(),
+        ));
     }
     let svn = obj.get("svn").and_then(Value::as_str).unwrap_or("0");
     Ok(json!({
@@ -337,16 +351,22 @@ fn sample_claims(v: &Value) -> Result<Value> {
 }
 
 async fn attest(State(kbs): St, headers: HeaderMap, body: Body) -> Result<Response> {
-    let id = session_id(&headers)
-        .ok_or_else(|| Error::Unauthorized("no kbs-session-id cookie; start with POST /kbs/v0/auth".into()))?;
+    let id = session_id(&headers).ok_or_else(|| {
+        Error::Unauthorized("no kbs-session-id cookie; start with POST /kbs/v0/auth".into())
+    })?;
     // Take the nonce first: whatever happens next, it is spent.
     let (tee, nonce) = kbs.sessions.take_nonce(&id)?;
     let result = attest_inner(&kbs, &tee, &nonce, body).await;
     match result {
         Ok(annotated) => {
-            let debug = annotated.pointer("/claims/debug").and_then(Value::as_bool).unwrap_or(true);
+            let debug = annotated
+                .pointer("/claims/debug")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
             let status = if debug { "warning" } else { "affirming" };
-            let token = kbs.signer.issue_ear(now_secs(), status, debug, annotated.clone())?;
+            let token = kbs
+                .signer
+                .issue_ear(now_secs(), status, debug, annotated.clone())?;
             kbs.sessions.set_attested(&id, annotated);
             Metrics::inc(&kbs.metrics.attest_ok);
             tracing::info!(tee = %tee, status, "attestation accepted");
@@ -403,12 +423,14 @@ async fn attest_inner(kbs: &Kbs, tee: &str, nonce: &str, body: Body) -> Result<V
         let ev = evidence_bytes(&att.tee_evidence.primary_evidence)?;
         let claims = cocoon_attest::verify(t, &ev, &kbs.collateral, kbs.verification_time())
             .map_err(|e| Error::Forbidden(format!("evidence refused: {e}")))?;
-        claims
-            .expect_report_data(&expected)
-            .map_err(|_| Error::Forbidden("report data does not bind this session's nonce and tee-pubkey".into()))?;
+        claims.expect_report_data(&expected).map_err(|_| {
+            Error::Forbidden("report data does not bind this session's nonce and tee-pubkey".into())
+        })?;
         if let Some(i) = &init_data {
             claims.expect_init_data(&i.digest()?).map_err(|_| {
-                Error::Forbidden("init data digest does not match the evidence's init data field".into())
+                Error::Forbidden(
+                    "init data digest does not match the evidence's init data field".into(),
+                )
             })?;
         }
         if t == Tee::Sim && !kbs.config.attestation.allow_sim {
@@ -464,7 +486,9 @@ async fn get_resource(
     if !kbs.policy.allows(&input)? {
         Metrics::inc(&kbs.metrics.policy_denied);
         tracing::info!(resource = %uri, "resource denied by policy");
-        return Err(Error::Forbidden(format!("policy denies {uri} to this evidence")));
+        return Err(Error::Forbidden(format!(
+            "policy denies {uri} to this evidence"
+        )));
     }
     let key = tee_key_of(&annotated)?;
     let value = kbs
@@ -480,7 +504,11 @@ async fn get_resource(
 async fn issue_cert(State(kbs): St, headers: HeaderMap, body: Body) -> Result<Response> {
     let annotated = attested(&kbs, &headers)?;
     let b = read_body(&kbs, body).await?;
-    let req: CertRequest = if b.is_empty() { CertRequest::default() } else { parse_json("certificate request", &b)? };
+    let req: CertRequest = if b.is_empty() {
+        CertRequest::default()
+    } else {
+        parse_json("certificate request", &b)?
+    };
     let input = policy::input_for(
         &annotated["claims"],
         &annotated["init_data"],
@@ -490,10 +518,14 @@ async fn issue_cert(State(kbs): St, headers: HeaderMap, body: Body) -> Result<Re
     );
     if !kbs.policy.eval(policy::ALLOW_CERT_RULE, &input)? {
         Metrics::inc(&kbs.metrics.policy_denied);
-        return Err(Error::Forbidden("policy denies a certificate to this evidence".into()));
+        return Err(Error::Forbidden(
+            "policy denies a certificate to this evidence".into(),
+        ));
     }
     let key = tee_key_of(&annotated)?;
-    let digest = annotated.pointer("/init_data/workload_digest").and_then(Value::as_str);
+    let digest = annotated
+        .pointer("/init_data/workload_digest")
+        .and_then(Value::as_str);
     let pem = kbs.ca.issue(&key, &req.dns_names, digest, now_secs())?;
     Metrics::inc(&kbs.metrics.certs_issued);
     Ok(Json(CertResponse {
@@ -563,7 +595,10 @@ async fn delete_resource(
     if blocking(move || k.store.delete(RESOURCES, &key)).await? {
         Ok(StatusCode::NO_CONTENT.into_response())
     } else {
-        Err(Error::NotFound(format!("no resource {}", resource_uri(&repo, &kind, &tag))))
+        Err(Error::NotFound(format!(
+            "no resource {}",
+            resource_uri(&repo, &kind, &tag)
+        )))
     }
 }
 
@@ -576,8 +611,14 @@ async fn admin_get_resource(
     let v = kbs
         .store
         .get(RESOURCES, &format!("{repo}/{kind}/{tag}"))?
-        .ok_or_else(|| Error::NotFound(format!("no resource {}", resource_uri(&repo, &kind, &tag))))?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], v.to_vec()).into_response())
+        .ok_or_else(|| {
+            Error::NotFound(format!("no resource {}", resource_uri(&repo, &kind, &tag)))
+        })?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        v.to_vec(),
+    )
+        .into_response())
 }
 
 async fn admin_list_resources(State(kbs): St, headers: HeaderMap) -> Result<Response> {
@@ -593,7 +634,11 @@ async fn admin_list_resources(State(kbs): St, headers: HeaderMap) -> Result<Resp
 
 async fn get_policy(State(kbs): St, headers: HeaderMap) -> Result<Response> {
     admin_ok(&kbs, &headers)?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], current_policy(&kbs.store)?).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        current_policy(&kbs.store)?,
+    )
+        .into_response())
 }
 
 async fn set_policy(State(kbs): St, headers: HeaderMap, body: Body) -> Result<Response> {
@@ -606,7 +651,8 @@ async fn set_policy(State(kbs): St, headers: HeaderMap, body: Body) -> Result<Re
             String::from_utf8(b64_decode_any("policy", p)?)
                 .map_err(|_| Error::BadRequest("policy is not UTF-8".into()))?
         }
-        _ => String::from_utf8(b.to_vec()).map_err(|_| Error::BadRequest("policy is not UTF-8".into()))?,
+        _ => String::from_utf8(b.to_vec())
+            .map_err(|_| Error::BadRequest("policy is not UTF-8".into()))?,
     };
     policy::compile(&text, &[])?;
     let k = kbs.clone();
@@ -639,7 +685,11 @@ async fn list_reference_values(State(kbs): St, headers: HeaderMap) -> Result<Res
     Ok(Json(reference_values(&kbs.store)?).into_response())
 }
 
-async fn delete_reference_values(State(kbs): St, Path(digest): Path<String>, headers: HeaderMap) -> Result<Response> {
+async fn delete_reference_values(
+    State(kbs): St,
+    Path(digest): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
     admin_ok(&kbs, &headers)?;
     let k = kbs.clone();
     let d = digest.clone();
@@ -675,7 +725,11 @@ fn route_label(path: &str) -> &'static str {
         "/metrics",
         "/kbs",
     ];
-    ROUTES.iter().find(|r| path.starts_with(*r)).copied().unwrap_or("other")
+    ROUTES
+        .iter()
+        .find(|r| path.starts_with(*r))
+        .copied()
+        .unwrap_or("other")
 }
 
 async fn middleware(State(kbs): St, req: Request, next: axum::middleware::Next) -> Response {
@@ -714,20 +768,35 @@ pub fn router(kbs: Arc<Kbs>) -> Router {
         .route("/kbs/v0/attest", post(attest))
         .route(
             "/kbs/v0/resource/{repo}/{type}/{tag}",
-            get(get_resource).put(put_resource).post(put_resource).delete(delete_resource),
+            get(get_resource)
+                .put(put_resource)
+                .post(put_resource)
+                .delete(delete_resource),
         )
         .route("/kbs/v0/cert", post(issue_cert))
         .route("/kbs/v0/jwks", get(jwks))
         .route("/kbs/v0/ca.pem", get(ca_pem))
         .route("/kbs/v0/admin/resources", get(admin_list_resources))
-        .route("/kbs/v0/admin/resource/{repo}/{type}/{tag}", get(admin_get_resource))
+        .route(
+            "/kbs/v0/admin/resource/{repo}/{type}/{tag}",
+            get(admin_get_resource),
+        )
         .route("/kbs/v0/resource-policy", get(get_policy).post(set_policy))
-        .route("/kbs/v0/reference-value", get(list_reference_values).post(add_reference_values))
-        .route("/kbs/v0/reference-value/{digest}", axum::routing::delete(delete_reference_values))
+        .route(
+            "/kbs/v0/reference-value",
+            get(list_reference_values).post(add_reference_values),
+        )
+        .route(
+            "/kbs/v0/reference-value/{digest}",
+            axum::routing::delete(delete_reference_values),
+        )
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .layer(axum::middleware::from_fn_with_state(kbs.clone(), middleware))
+        .layer(axum::middleware::from_fn_with_state(
+            kbs.clone(),
+            middleware,
+        ))
         .with_state(kbs)
 }
 
@@ -758,10 +827,11 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     use tower::ServiceExt;
-    let svc = hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
-        req.extensions_mut().insert(Peer(peer));
-        app.clone().oneshot(req.map(Body::new))
-    });
+    let svc =
+        hyper::service::service_fn(move |mut req: axum::http::Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(Peer(peer));
+            app.clone().oneshot(req.map(Body::new))
+        });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30))
@@ -784,7 +854,11 @@ where
 /// Serves `kbs` on `listener` until `shutdown` completes, then stops
 /// accepting and waits up to `server.shutdown_grace_secs` for open
 /// connections to finish.
-pub async fn serve(kbs: Arc<Kbs>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn serve(
+    kbs: Arc<Kbs>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let tls = tls_acceptor(&kbs.config)?;
     let app = router(kbs.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -867,7 +941,9 @@ pub async fn shutdown_signal() {
 /// Sets up logging from the config (once per process).
 pub fn init_logging(cfg: &Config) {
     let level = tracing::Level::from_str(&cfg.log.level).unwrap_or(tracing::Level::INFO);
-    let b = tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr);
     let _ = if cfg.log.format == "json" {
         b.json().try_init()
     } else {
@@ -889,8 +965,14 @@ pub fn run(config: Config) -> Result<()> {
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|e| Error::Config(format!("listen on {addr}: {e}")))?;
-        let local = listener.local_addr().map_err(|e| Error::Internal(e.to_string()))?;
-        let scheme = if kbs.config.server.tls_cert.is_some() { "https" } else { "http" };
+        let local = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let scheme = if kbs.config.server.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         tracing::info!(address = %local, scheme, "cocoon KBS listening");
         serve(kbs, listener, shutdown_signal()).await
     })

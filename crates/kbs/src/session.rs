@@ -92,7 +92,9 @@ impl Sessions {
             Some(s) if s.expires > Instant::now() => Ok(s.clone()),
             Some(_) => {
                 m.remove(id);
-                Err(Error::Unauthorized("session expired; start again with /auth".into()))
+                Err(Error::Unauthorized(
+                    "session expired; start again with /auth".into(),
+                ))
             }
             None => Err(Error::Unauthorized(
                 "unknown session; start with POST /kbs/v0/auth".into(),
@@ -112,7 +114,9 @@ impl Sessions {
         };
         if s.expires <= now {
             m.remove(id);
-            return Err(Error::Unauthorized("session expired; start again with /auth".into()));
+            return Err(Error::Unauthorized(
+                "session expired; start again with /auth".into(),
+            ));
         }
         match std::mem::replace(&mut s.state, SessionState::Burned) {
             SessionState::Challenged { nonce } => Ok((s.tee.clone(), nonce)),
@@ -160,9 +164,16 @@ mod tests {
         let s = Sessions::new(Duration::from_millis(200), 2);
         let id = s.create("sim", "n".into()).unwrap();
         assert_eq!(s.take_nonce(&id).unwrap(), ("sim".into(), "n".into()));
-        assert!(s.take_nonce(&id).unwrap_err().to_string().contains("already used"));
+        assert!(s
+            .take_nonce(&id)
+            .unwrap_err()
+            .to_string()
+            .contains("already used"));
         s.create("sim", "m".into()).unwrap();
-        assert!(matches!(s.create("sim", "o".into()), Err(Error::Unavailable(_))));
+        assert!(matches!(
+            s.create("sim", "o".into()),
+            Err(Error::Unavailable(_))
+        ));
         std::thread::sleep(Duration::from_millis(250));
         assert!(s.get(&id).unwrap_err().to_string().contains("expired"));
         assert_eq!(s.sweep(), 0);

@@ -73,7 +73,9 @@ impl Kek {
                 .ok()
                 .or_else(|| crate::crypto::b64_decode_any("kek", t).ok())
                 .ok_or_else(|| {
-                    Error::Config("key-encryption key: expected 64 hex digits or base64 of 32 bytes".into())
+                    Error::Config(
+                        "key-encryption key: expected 64 hex digits or base64 of 32 bytes".into(),
+                    )
                 })?,
         );
         if bytes.len() != 32 {
@@ -100,7 +102,9 @@ impl Kek {
         }
         if let Some(var) = env {
             let text = Zeroizing::new(std::env::var(var).map_err(|_| {
-                Error::Config(format!("environment variable {var} (key-encryption key) is not set"))
+                Error::Config(format!(
+                    "environment variable {var} (key-encryption key) is not set"
+                ))
             })?);
             return Kek::parse(&text);
         }
@@ -127,7 +131,7 @@ pub fn seal(kek: &Kek, table: &str, key: &str, value: &[u8]) -> Result<Vec<u8>> 
     let aad = format!("{table}/{key}");
     let tag = kek
         .cipher()?
-        .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad.as_bytes(), &mut *buf)
+        .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad.as_bytes(), &mut buf)
         .map_err(|_| Error::Internal("seal failed".into()))?;
     let mut out = Vec::with_capacity(1 + 12 + buf.len() + 16);
     out.push(SEAL_VERSION);
@@ -149,7 +153,7 @@ pub fn open(kek: &Kek, table: &str, key: &str, sealed: &[u8]) -> Result<Zeroizin
         .decrypt_in_place_detached(
             Nonce::from_slice(&sealed[1..13]),
             aad.as_bytes(),
-            &mut *buf,
+            &mut buf,
             aes_gcm::Tag::from_slice(tag),
         )
         .map_err(|_| {
@@ -276,7 +280,10 @@ mod tests {
     fn values_are_bound_to_their_key() {
         let k = Kek::generate().unwrap();
         let s = seal(&k, "resources", "a/b/c", b"secret").unwrap();
-        assert_eq!(open(&k, "resources", "a/b/c", &s).unwrap().as_slice(), b"secret");
+        assert_eq!(
+            open(&k, "resources", "a/b/c", &s).unwrap().as_slice(),
+            b"secret"
+        );
         assert!(open(&k, "resources", "a/b/d", &s).is_err());
         assert!(open(&k, "meta", "a/b/c", &s).is_err());
         assert!(open(&Kek::generate().unwrap(), "resources", "a/b/c", &s).is_err());

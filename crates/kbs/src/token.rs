@@ -47,12 +47,15 @@ pub fn sign_es256(key: &SigningKey, kid: &str, claims: &Value) -> Result<String>
 pub fn verify_es256(token: &str, keys: &[VerifyingKey], now: u64) -> Result<Value> {
     let unauthorized = |m: &str| Error::Unauthorized(format!("token: {m}"));
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(unauthorized("not a compact JWT"));
     };
-    let header: Value = serde_json::from_slice(&b64url_decode("JWT header", h).map_err(|_| unauthorized("bad header"))?)
-        .map_err(|_| unauthorized("bad header"))?;
+    let header: Value = serde_json::from_slice(
+        &b64url_decode("JWT header", h).map_err(|_| unauthorized("bad header"))?,
+    )
+    .map_err(|_| unauthorized("bad header"))?;
     if header.get("alg").and_then(Value::as_str) != Some("ES256") {
         return Err(unauthorized("alg must be ES256"));
     }
@@ -65,8 +68,10 @@ pub fn verify_es256(token: &str, keys: &[VerifyingKey], now: u64) -> Result<Valu
     {
         return Err(unauthorized("signature does not verify with a trusted key"));
     }
-    let claims: Value = serde_json::from_slice(&b64url_decode("JWT claims", c).map_err(|_| unauthorized("bad claims"))?)
-        .map_err(|_| unauthorized("bad claims"))?;
+    let claims: Value = serde_json::from_slice(
+        &b64url_decode("JWT claims", c).map_err(|_| unauthorized("bad claims"))?,
+    )
+    .map_err(|_| unauthorized("bad claims"))?;
     let exp = claims
         .get("exp")
         .and_then(Value::as_u64)
@@ -75,7 +80,11 @@ pub fn verify_es256(token: &str, keys: &[VerifyingKey], now: u64) -> Result<Valu
         return Err(unauthorized("expired"));
     }
     for k in ["nbf", "iat"] {
-        if claims.get(k).and_then(Value::as_u64).is_some_and(|t| t > now + 60) {
+        if claims
+            .get(k)
+            .and_then(Value::as_u64)
+            .is_some_and(|t| t > now + 60)
+        {
             return Err(unauthorized("not yet valid"));
         }
     }
@@ -131,7 +140,13 @@ impl TokenSigner {
 
     /// Issues an EAR token for `annotated` (claims, init data, tee-pubkey)
     /// at `now`. `status` is the EAR status (`affirming` or `warning`).
-    pub fn issue_ear(&self, now: u64, status: &str, debug: bool, annotated: Value) -> Result<String> {
+    pub fn issue_ear(
+        &self,
+        now: u64,
+        status: &str,
+        debug: bool,
+        annotated: Value,
+    ) -> Result<String> {
         // Trustworthiness vector (EAR): 2 = affirming, 32 = warning ("unsafe
         // config": debug/sim), 0 = no claim.
         let config = if debug { 32 } else { 2 };
@@ -202,7 +217,11 @@ mod tests {
         let s = TokenSigner::new(&k, "kbs".into(), 300);
         let t = s.issue_ear(1000, "warning", true, json!({"a": 1})).unwrap();
         assert_eq!(s.verify_ear(&t, 1001).unwrap(), json!({"a": 1}));
-        assert!(s.verify_ear(&t, 1300).unwrap_err().to_string().contains("expired"));
+        assert!(s
+            .verify_ear(&t, 1300)
+            .unwrap_err()
+            .to_string()
+            .contains("expired"));
         let other = TokenSigner::new(&new_p256_key().unwrap(), "kbs".into(), 300);
         assert!(other.verify_ear(&t, 1001).is_err());
         let mut bad = t.clone();

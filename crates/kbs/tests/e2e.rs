@@ -123,7 +123,12 @@ impl Resp {
     }
     /// Asserts status and an RFC 7807 body; returns the detail.
     fn problem(&self, status: u16) -> String {
-        assert_eq!(self.status, status, "body: {}", String::from_utf8_lossy(&self.body));
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
         assert_eq!(self.content_type, "application/problem+json");
         let p = self.json();
         assert_eq!(p["status"], status);
@@ -190,11 +195,18 @@ fn auth<'a>(h: &'a Harness, tee: &str) -> Flow<'a> {
         "POST",
         &format!("{}/kbs/v0/auth", h.base),
         &[("content-type", "application/json")],
-        json!({"version": "0.4.0", "tee": tee, "extra-params": ""}).to_string().into_bytes(),
+        json!({"version": "0.4.0", "tee": tee, "extra-params": ""})
+            .to_string()
+            .into_bytes(),
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let nonce = r.json()["nonce"].as_str().unwrap().to_string();
-    assert_eq!(cocoon_kbs::crypto::b64_decode_any("n", &nonce).unwrap().len(), 32);
+    assert_eq!(
+        cocoon_kbs::crypto::b64_decode_any("n", &nonce)
+            .unwrap()
+            .len(),
+        32
+    );
     Flow {
         h,
         tee: Tee_::new(),
@@ -220,7 +232,10 @@ impl Flow<'_> {
         http(
             "POST",
             &format!("{}/kbs/v0/attest", self.h.base),
-            &[("cookie", &self.cookie), ("content-type", "application/json")],
+            &[
+                ("cookie", &self.cookie),
+                ("content-type", "application/json"),
+            ],
             body.to_string().into_bytes(),
         )
     }
@@ -242,13 +257,18 @@ impl Flow<'_> {
 }
 
 fn provision(h: &Harness) {
-    h.admin.put_resource("kbs:///app/key/image", SECRET).unwrap();
+    h.admin
+        .put_resource("kbs:///app/key/image", SECRET)
+        .unwrap();
     h.admin
         .add_reference_values(&ReferenceValues {
             workload_digest: d('a'),
             launcher_digest: d('b'),
             signer: d('c'),
-            resources: vec!["kbs:///app/key/image".into(), "kbs:///app/key/missing".into()],
+            resources: vec![
+                "kbs:///app/key/image".into(),
+                "kbs:///app/key/missing".into(),
+            ],
         })
         .unwrap();
 }
@@ -256,7 +276,9 @@ fn provision(h: &Harness) {
 fn decrypt_resp(f: &Flow<'_>, r: &Resp) -> Vec<u8> {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let jwe: JweResponse = serde_json::from_slice(&r.body).unwrap();
-    decrypt(RecipientSecret::P256(&f.tee.key), &jwe).unwrap().to_vec()
+    decrypt(RecipientSecret::P256(&f.tee.key), &jwe)
+        .unwrap()
+        .to_vec()
 }
 
 /// The whole flow works; then the server is still fine.
@@ -279,8 +301,13 @@ fn end_to_end_sim_flow_token_jwks_bearer_and_cert() {
     // The token verifies against the JWKS.
     let jwks = http("GET", &format!("{}/kbs/v0/jwks", h.base), &[], vec![]).json();
     let k = &jwks["keys"][0];
-    let jwk = cocoon_kbs::jwe::RecipientKey::from_jwk(&json!({"kty": "EC", "crv": "P-256", "x": k["x"], "y": k["y"]})).unwrap();
-    let cocoon_kbs::jwe::RecipientKey::P256(pk) = jwk else { panic!() };
+    let jwk = cocoon_kbs::jwe::RecipientKey::from_jwk(
+        &json!({"kty": "EC", "crv": "P-256", "x": k["x"], "y": k["y"]}),
+    )
+    .unwrap();
+    let cocoon_kbs::jwe::RecipientKey::P256(pk) = jwk else {
+        panic!()
+    };
     let claims = cocoon_kbs::token::verify_es256(
         &token,
         &[p256::ecdsa::VerifyingKey::from(&pk)],
@@ -314,17 +341,30 @@ fn end_to_end_sim_flow_token_jwks_bearer_and_cert() {
     let r = http(
         "POST",
         &format!("{}/kbs/v0/cert", h.base),
-        &[("authorization", &format!("Bearer {token}")), ("content-type", "application/json")],
+        &[
+            ("authorization", &format!("Bearer {token}")),
+            ("content-type", "application/json"),
+        ],
         br#"{"dns_names":["app.local"]}"#.to_vec(),
     );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let c = r.json();
-    assert!(c["certificate"].as_str().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(c["certificate"]
+        .as_str()
+        .unwrap()
+        .starts_with("-----BEGIN CERTIFICATE-----"));
     let ca = http("GET", &format!("{}/kbs/v0/ca.pem", h.base), &[], vec![]);
-    assert_eq!(String::from_utf8(ca.body).unwrap(), c["ca"].as_str().unwrap());
+    assert_eq!(
+        String::from_utf8(ca.body).unwrap(),
+        c["ca"].as_str().unwrap()
+    );
     // Health and metrics.
-    assert_eq!(http("GET", &format!("{}/health", h.base), &[], vec![]).status, 200);
-    let m = String::from_utf8(http("GET", &format!("{}/metrics", h.base), &[], vec![]).body).unwrap();
+    assert_eq!(
+        http("GET", &format!("{}/health", h.base), &[], vec![]).status,
+        200
+    );
+    let m =
+        String::from_utf8(http("GET", &format!("{}/metrics", h.base), &[], vec![]).body).unwrap();
     assert!(m.contains("kbs_attestations_ok_total 1"), "{m}");
     assert!(m.contains("kbs_resources_released_total 2"), "{m}");
 }
@@ -344,7 +384,10 @@ fn rsa_tee_key_gets_rsa_oaep_jwe() {
     assert_eq!(f.attest_with(&ev, &f.nonce, &jwk, &init_data()).status, 200);
     let r = f.resource("app/key/image");
     let jwe: JweResponse = serde_json::from_slice(&r.body).unwrap();
-    assert_eq!(decrypt(RecipientSecret::Rsa(&sk), &jwe).unwrap().as_slice(), SECRET);
+    assert_eq!(
+        decrypt(RecipientSecret::Rsa(&sk), &jwe).unwrap().as_slice(),
+        SECRET
+    );
 }
 
 #[test]
@@ -371,17 +414,26 @@ fn attestation_refusals_keep_the_server_serving() {
     let jwk = f.tee.jwk();
     let other = b64(&[9u8; 32]);
     let ev = f.evidence(&h.sim, &other, &jwk, &init_data());
-    assert!(f.attest_with(&ev, &f.nonce, &jwk, &init_data()).problem(403).contains("report data"));
+    assert!(f
+        .attest_with(&ev, &f.nonce, &jwk, &init_data())
+        .problem(403)
+        .contains("report data"));
     // ... and runtime data naming another nonce.
     let f = auth(&h, "sim");
     let ev = f.evidence(&h.sim, &other, &jwk, &init_data());
-    assert!(f.attest_with(&ev, &other, &jwk, &init_data()).problem(403).contains("nonce"));
+    assert!(f
+        .attest_with(&ev, &other, &jwk, &init_data())
+        .problem(403)
+        .contains("nonce"));
 
     // Report data bound to another tee-pubkey.
     let f = auth(&h, "sim");
     let attacker = Tee_::new().jwk();
     let ev = f.evidence(&h.sim, &f.nonce, &f.tee.jwk(), &init_data());
-    assert!(f.attest_with(&ev, &f.nonce, &attacker, &init_data()).problem(403).contains("report data"));
+    assert!(f
+        .attest_with(&ev, &f.nonce, &attacker, &init_data())
+        .problem(403)
+        .contains("report data"));
 
     // Wrong init data: evidence binds workload a, request claims workload e.
     let f = auth(&h, "sim");
@@ -389,19 +441,35 @@ fn attestation_refusals_keep_the_server_serving() {
     let ev = f.evidence(&h.sim, &f.nonce, &jwk, &init_data());
     let mut lie = init_data();
     lie.workload_digest = d('e');
-    assert!(f.attest_with(&ev, &f.nonce, &jwk, &lie).problem(403).contains("init data"));
+    assert!(f
+        .attest_with(&ev, &f.nonce, &jwk, &lie)
+        .problem(403)
+        .contains("init data"));
 
     // Untrusted sim root: another sim platform signs.
     let rogue = sim::init(&h.dir.path().join("rogue")).unwrap();
     let f = auth(&h, "sim");
     let jwk = f.tee.jwk();
     let ev = f.evidence(&rogue, &f.nonce, &jwk, &init_data());
-    assert!(f.attest_with(&ev, &f.nonce, &jwk, &init_data()).problem(403).contains("evidence refused"));
+    assert!(f
+        .attest_with(&ev, &f.nonce, &jwk, &init_data())
+        .problem(403)
+        .contains("evidence refused"));
 
     // Missing cookie.
-    let r = http("POST", &format!("{}/kbs/v0/attest", h.base), &[], b"{}".to_vec());
+    let r = http(
+        "POST",
+        &format!("{}/kbs/v0/attest", h.base),
+        &[],
+        b"{}".to_vec(),
+    );
     r.problem(401);
-    let r = http("GET", &format!("{}/kbs/v0/resource/app/key/image", h.base), &[], vec![]);
+    let r = http(
+        "GET",
+        &format!("{}/kbs/v0/resource/app/key/image", h.base),
+        &[],
+        vec![],
+    );
     r.problem(401);
     // A session that has not attested gets no resource.
     let f = auth(&h, "sim");
@@ -409,9 +477,19 @@ fn attestation_refusals_keep_the_server_serving() {
 
     // Malformed JSON and an oversized body: 4xx, and the server keeps going.
     let f = auth(&h, "sim");
-    let r = http("POST", &format!("{}/kbs/v0/attest", h.base), &[("cookie", &f.cookie)], b"{not json".to_vec());
+    let r = http(
+        "POST",
+        &format!("{}/kbs/v0/attest", h.base),
+        &[("cookie", &f.cookie)],
+        b"{not json".to_vec(),
+    );
     r.problem(400);
-    let r = http("POST", &format!("{}/kbs/v0/auth", h.base), &[], b"[1,2".to_vec());
+    let r = http(
+        "POST",
+        &format!("{}/kbs/v0/auth", h.base),
+        &[],
+        b"[1,2".to_vec(),
+    );
     r.problem(400);
     let f = auth(&h, "sim");
     let r = http(
@@ -422,7 +500,12 @@ fn attestation_refusals_keep_the_server_serving() {
     );
     r.problem(413);
     // Unknown TEE.
-    let r = http("POST", &format!("{}/kbs/v0/auth", h.base), &[], br#"{"version":"0.4.0","tee":"tpm","extra-params":""}"#.to_vec());
+    let r = http(
+        "POST",
+        &format!("{}/kbs/v0/auth", h.base),
+        &[],
+        br#"{"version":"0.4.0","tee":"tpm","extra-params":""}"#.to_vec(),
+    );
     r.problem(400);
 
     // Resources: not permitted by policy (403), permitted but absent (404),
@@ -435,7 +518,12 @@ fn attestation_refusals_keep_the_server_serving() {
     assert_eq!(r.status, 404);
 
     // The sample TEE is refused when not enabled.
-    let r = http("POST", &format!("{}/kbs/v0/auth", h.base), &[], br#"{"version":"0.4.0","tee":"sample","extra-params":""}"#.to_vec());
+    let r = http(
+        "POST",
+        &format!("{}/kbs/v0/auth", h.base),
+        &[],
+        br#"{"version":"0.4.0","tee":"sample","extra-params":""}"#.to_vec(),
+    );
     assert!(r.problem(403).contains("sample"));
 
     // Still serving.
@@ -445,7 +533,9 @@ fn attestation_refusals_keep_the_server_serving() {
 #[test]
 fn workload_not_in_policy_is_denied() {
     let h = start(|_| {});
-    h.admin.put_resource("kbs:///app/key/image", SECRET).unwrap();
+    h.admin
+        .put_resource("kbs:///app/key/image", SECRET)
+        .unwrap();
     h.admin
         .add_reference_values(&ReferenceValues {
             workload_digest: d('a'),
@@ -457,7 +547,12 @@ fn workload_not_in_policy_is_denied() {
     let f = auth(&h, "sim");
     assert_eq!(f.attest().status, 200);
     f.resource("app/key/image").problem(403);
-    let r = http("POST", &format!("{}/kbs/v0/cert", h.base), &[("cookie", &f.cookie)], vec![]);
+    let r = http(
+        "POST",
+        &format!("{}/kbs/v0/cert", h.base),
+        &[("cookie", &f.cookie)],
+        vec![],
+    );
     r.problem(403);
 }
 
@@ -465,7 +560,12 @@ fn workload_not_in_policy_is_denied() {
 fn sim_is_refused_unless_allowed() {
     let h = start(|c| c.attestation.allow_sim = false);
     provision(&h);
-    let r = http("POST", &format!("{}/kbs/v0/auth", h.base), &[], br#"{"version":"0.4.0","tee":"sim","extra-params":""}"#.to_vec());
+    let r = http(
+        "POST",
+        &format!("{}/kbs/v0/auth", h.base),
+        &[],
+        br#"{"version":"0.4.0","tee":"sim","extra-params":""}"#.to_vec(),
+    );
     assert!(r.problem(403).contains("allow_sim"));
 }
 
@@ -473,12 +573,15 @@ fn sim_is_refused_unless_allowed() {
 fn debug_sim_evidence_needs_allow_sim_in_policy_too() {
     // Even if evidence got through (here: a policy input with allow_sim
     // false), the default policy refuses debug evidence.
-    let p = cocoon_kbs::policy::Policy::new(cocoon_kbs::policy::DEFAULT_POLICY, &[ReferenceValues {
-        workload_digest: d('a'),
-        launcher_digest: d('b'),
-        signer: d('c'),
-        resources: vec!["kbs:///app/key/image".into()],
-    }])
+    let p = cocoon_kbs::policy::Policy::new(
+        cocoon_kbs::policy::DEFAULT_POLICY,
+        &[ReferenceValues {
+            workload_digest: d('a'),
+            launcher_digest: d('b'),
+            signer: d('c'),
+            resources: vec!["kbs:///app/key/image".into()],
+        }],
+    )
     .unwrap();
     let claims = json!({"tee": "sim", "debug": true});
     let i = serde_json::to_value(init_data()).unwrap();
@@ -500,7 +603,12 @@ fn sample_tee_when_enabled() {
         "runtime-data": {"nonce": f.nonce, "tee-pubkey": jwk},
         "tee-evidence": {"primary_evidence": {"svn": "1", "report_data": b64(&rd[..48])}, "additional_evidence": ""},
     });
-    let r = http("POST", &format!("{}/kbs/v0/attest", h.base), &[("cookie", &f.cookie)], body.to_string().into_bytes());
+    let r = http(
+        "POST",
+        &format!("{}/kbs/v0/attest", h.base),
+        &[("cookie", &f.cookie)],
+        body.to_string().into_bytes(),
+    );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     // The default policy releases to sample only because allow_sample is on.
     assert_eq!(decrypt_resp(&f, &f.resource("app/key/image")), SECRET);
@@ -533,24 +641,62 @@ fn admin_api_refuses_missing_and_bad_tokens() {
     let h = start(|_| {});
     let url = format!("{}/kbs/v0/resource/app/key/image", h.base);
     http("PUT", &url, &[], b"x".to_vec()).problem(401);
-    http("PUT", &url, &[("authorization", "Bearer not.a.jwt")], b"x".to_vec()).problem(401);
+    http(
+        "PUT",
+        &url,
+        &[("authorization", "Bearer not.a.jwt")],
+        b"x".to_vec(),
+    )
+    .problem(401);
     let other = cocoon_kbs::crypto::new_p256_key().unwrap();
     let t = cocoon_kbs::token::admin_token(&other, cocoon_kbs::token::now_secs(), 60).unwrap();
-    http("PUT", &url, &[("authorization", &format!("Bearer {t}"))], b"x".to_vec()).problem(401);
-    http("GET", &format!("{}/kbs/v0/reference-value", h.base), &[], vec![]).problem(401);
-    http("POST", &format!("{}/kbs/v0/resource-policy", h.base), &[], b"package x".to_vec()).problem(401);
+    http(
+        "PUT",
+        &url,
+        &[("authorization", &format!("Bearer {t}"))],
+        b"x".to_vec(),
+    )
+    .problem(401);
+    http(
+        "GET",
+        &format!("{}/kbs/v0/reference-value", h.base),
+        &[],
+        vec![],
+    )
+    .problem(401);
+    http(
+        "POST",
+        &format!("{}/kbs/v0/resource-policy", h.base),
+        &[],
+        b"package x".to_vec(),
+    )
+    .problem(401);
     // An attestation token is not an admin token.
     provision(&h);
     let f = auth(&h, "sim");
     let tok = f.attest().json()["token"].as_str().unwrap().to_string();
-    http("PUT", &url, &[("authorization", &format!("Bearer {tok}"))], b"x".to_vec()).problem(401);
+    http(
+        "PUT",
+        &url,
+        &[("authorization", &format!("Bearer {tok}"))],
+        b"x".to_vec(),
+    )
+    .problem(401);
     // The real admin works: get/list/delete, policy, reference values.
-    assert_eq!(h.admin.get_resource("kbs:///app/key/image").unwrap(), SECRET);
-    assert_eq!(h.admin.list_resources().unwrap(), vec!["kbs:///app/key/image".to_string()]);
+    assert_eq!(
+        h.admin.get_resource("kbs:///app/key/image").unwrap(),
+        SECRET
+    );
+    assert_eq!(
+        h.admin.list_resources().unwrap(),
+        vec!["kbs:///app/key/image".to_string()]
+    );
     assert_eq!(h.admin.list_reference_values().unwrap().len(), 1);
     assert!(h.admin.get_policy().unwrap().contains("package cocoon.kbs"));
     assert!(h.admin.set_policy("package nope").is_err());
-    h.admin.set_policy("package cocoon.kbs\ndefault allow := false\n").unwrap();
+    h.admin
+        .set_policy("package cocoon.kbs\ndefault allow := false\n")
+        .unwrap();
     f.resource("app/key/image").problem(403);
     h.admin.delete_resource("kbs:///app/key/image").unwrap();
     assert!(h.admin.get_resource("kbs:///app/key/image").is_err());
@@ -562,24 +708,45 @@ fn admin_api_refuses_missing_and_bad_tokens() {
 fn captured_hardware_evidence_is_refused_for_freshness() {
     let ev = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/testdata/evidence");
     let cases: [(&str, &str, Vec<PathBuf>, &str); 2] = [
-        ("snp", "snp/trustee/test-report.bin", vec![ev.join("snp/trustee/test-vcek.der")], "2024-01-01T00:00:00Z"),
-        ("tdx", "tdx/dcap-qvl/tdx_quote", vec![ev.join("tdx/dcap-qvl/tdx_quote_collateral.json")], "2025-07-01T00:00:00Z"),
+        (
+            "snp",
+            "snp/trustee/test-report.bin",
+            vec![ev.join("snp/trustee/test-vcek.der")],
+            "2024-01-01T00:00:00Z",
+        ),
+        (
+            "tdx",
+            "tdx/dcap-qvl/tdx_quote",
+            vec![ev.join("tdx/dcap-qvl/tdx_quote_collateral.json")],
+            "2025-07-01T00:00:00Z",
+        ),
     ];
     for (tee, file, coll, at) in cases {
         let h = start(|c| c.attestation.collateral = coll.clone());
-        h.kbs.pin_verification_time(Some(cocoon_attest::UnixTime::parse_rfc3339(at).unwrap().0));
+        h.kbs
+            .pin_verification_time(Some(cocoon_attest::UnixTime::parse_rfc3339(at).unwrap().0));
         let bytes = std::fs::read(ev.join(file)).unwrap();
         // Sanity: the evidence itself verifies at that time.
         let c = cocoon_attest::Collateral::from_paths(&coll).unwrap();
-        cocoon_attest::verify(tee.parse().unwrap(), &bytes, &c, cocoon_attest::UnixTime::parse_rfc3339(at).unwrap())
-            .unwrap_or_else(|e| panic!("{tee}: {e}"));
+        cocoon_attest::verify(
+            tee.parse().unwrap(),
+            &bytes,
+            &c,
+            cocoon_attest::UnixTime::parse_rfc3339(at).unwrap(),
+        )
+        .unwrap_or_else(|e| panic!("{tee}: {e}"));
         let f = auth(&h, tee);
         let jwk = f.tee.jwk();
         let body = json!({
             "runtime-data": {"nonce": f.nonce, "tee-pubkey": jwk},
             "tee-evidence": {"primary_evidence": b64(&bytes), "additional_evidence": ""},
         });
-        let r = http("POST", &format!("{}/kbs/v0/attest", h.base), &[("cookie", &f.cookie)], body.to_string().into_bytes());
+        let r = http(
+            "POST",
+            &format!("{}/kbs/v0/attest", h.base),
+            &[("cookie", &f.cookie)],
+            body.to_string().into_bytes(),
+        );
         assert!(r.problem(403).contains("report data"), "{tee}");
     }
 }
@@ -598,7 +765,12 @@ fn acknowledged_writes_survive_sigkill_and_store_holds_no_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let kek = Kek::generate().unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "acknowledged_writes_survive_sigkill_and_store_holds_no_plaintext", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "acknowledged_writes_survive_sigkill_and_store_holds_no_plaintext",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("COCOON_KBS_CHILD", dir.path())
         .env("COCOON_KBS_KEK", kek.to_hex().as_str())
         .stdout(std::process::Stdio::piped())
@@ -623,11 +795,17 @@ fn acknowledged_writes_survive_sigkill_and_store_holds_no_plaintext() {
     let store = cocoon_kbs::store::Store::open(&kbs_bin_store(dir.path()), kek).unwrap();
     for n in &acked {
         let v = store.get("resources", &format!("app/key/{n}")).unwrap();
-        assert_eq!(v.unwrap().as_slice(), format!("DURABLE-SECRET-{n}").as_bytes());
+        assert_eq!(
+            v.unwrap().as_slice(),
+            format!("DURABLE-SECRET-{n}").as_bytes()
+        );
     }
     drop(store);
     let bytes = std::fs::read(kbs_bin_store(dir.path())).unwrap();
-    assert!(!bytes.windows(15).any(|w| w == b"DURABLE-SECRET-"), "plaintext found in the store file");
+    assert!(
+        !bytes.windows(15).any(|w| w == b"DURABLE-SECRET-"),
+        "plaintext found in the store file"
+    );
 }
 
 fn child_writer() {
@@ -636,7 +814,13 @@ fn child_writer() {
     let store = cocoon_kbs::store::Store::open(&kbs_bin_store(&dir), kek).unwrap();
     use std::io::Write;
     for n in 0..1_000_000u32 {
-        store.put("resources", &format!("app/key/{n}"), format!("DURABLE-SECRET-{n}").as_bytes()).unwrap();
+        store
+            .put(
+                "resources",
+                &format!("app/key/{n}"),
+                format!("DURABLE-SECRET-{n}").as_bytes(),
+            )
+            .unwrap();
         println!("ACK {n}");
         std::io::stdout().flush().unwrap();
     }
