@@ -404,13 +404,26 @@ pub fn verify_evidence(ev: &Evidence, certs: &[Vec<u8>], now: UnixTime) -> Resul
     claims
         .measurements
         .insert("snp_report_data".into(), claims.report_data.clone());
-    for (i, p) in ev.quote.pcrs.iter().enumerate() {
-        claims
-            .measurements
-            .insert(format!("pcr{i:02}"), p.clone().into());
+    // Only PCRs the signed quote selects are covered by its PCR digest; any
+    // other value in the envelope is unauthenticated and is not a claim.
+    for i in selected_pcrs(&att) {
+        if let Some(p) = ev.quote.pcrs.get(i) {
+            claims
+                .measurements
+                .insert(format!("pcr{i:02}"), p.clone().into());
+        }
     }
     claims.report_data = att.extra_data.into();
     Ok(claims)
+}
+
+/// The SHA-256 PCR indexes a quote selects, sorted and deduplicated.
+fn selected_pcrs(att: &TpmsAttest) -> std::collections::BTreeSet<usize> {
+    att.selection
+        .iter()
+        .filter(|(alg, _)| *alg == 0x000B)
+        .flat_map(|(_, idx)| idx.iter().copied())
+        .collect()
 }
 
 /// Errors from the inner SNP verification are reported as az-snp-vtpm.

@@ -126,15 +126,94 @@ fn tpm_quote_tampers_are_refused() {
         ),
         "{e}"
     );
-    // Every byte of the signed SNP report inside the HCL report.
-    for pos in (HCL_SNP_OFFSET..HCL_SNP_OFFSET + snp::SIGNED_LEN).step_by(17) {
+}
+
+/// Issue 4: flipping any single byte of the signed parts turns a pass into a
+/// refusal, at every position: the SNP report's signed part inside the HCL
+/// report, the HCL variable data (bound by SHA-256 in the SNP report data),
+/// the whole TPMS_ATTEST message and the TPM signature (AK), and every byte
+/// of every PCR the quote selects (bound by the PCR digest).
+#[test]
+fn every_signed_byte_matters() {
+    let (hcl, q, certs) = v1_parts();
+    assert!(verify_parts(hcl.clone(), q.clone(), &certs).is_ok());
+    let flip = |b: &mut Vec<u8>, pos: usize| b[pos] ^= 1 << (pos % 8);
+
+    let var_len = HclReport::parse(&hcl).unwrap().var_data.len();
+    assert!(var_len > 0);
+    let hcl_ranges = [
+        HCL_SNP_OFFSET..HCL_SNP_OFFSET + snp::SIGNED_LEN,
+        HCL_VAR_DATA..HCL_VAR_DATA + var_len,
+    ];
+    for pos in hcl_ranges.into_iter().flatten() {
         let mut t = hcl.clone();
-        t[pos] ^= 0x20;
+        flip(&mut t, pos);
         assert!(
             verify_parts(t, q.clone(), &certs).is_err(),
-            "flip at {pos:#x}"
+            "HCL flip at {pos:#x} accepted"
         );
     }
+    // The TPM quote checks, directly with the AK from the (verified) HCL
+    // report: every byte of the message, the signature and each selected PCR.
+    // (End to end, these run the same code after the SNP checks; the
+    // end-to-end samples are in `tpm_quote_tampers_are_refused`.)
+    let ak = HclReport::parse(&hcl).unwrap().ak_pub().unwrap();
+    assert!(verify_quote(&q, &ak).is_ok());
+    let mut n = 0;
+    for pos in 0..q.message.len() {
+        let mut t = q.clone();
+        flip(&mut t.message, pos);
+        assert!(
+            verify_quote(&t, &ak).is_err(),
+            "TPM quote message flip at {pos} accepted"
+        );
+        n += 1;
+    }
+    for pos in 0..q.signature.len() {
+        let mut t = q.clone();
+        flip(&mut t.signature, pos);
+        assert!(
+            verify_quote(&t, &ak).is_err(),
+            "TPM signature flip at {pos} accepted"
+        );
+        n += 1;
+    }
+    let att = TpmsAttest::parse(&q.message).unwrap();
+    let selected = selected_pcrs(&att);
+    assert_eq!(selected.len(), 24, "the sample quote selects PCRs 0..23");
+    for i in selected {
+        for pos in 0..q.pcrs[i].len() {
+            let mut t = q.clone();
+            flip(&mut t.pcrs[i], pos);
+            assert!(
+                verify_quote(&t, &ak).is_err(),
+                "PCR {i} flip at {pos} accepted"
+            );
+            n += 1;
+        }
+    }
+    assert_eq!(n, 122 + 256 + 24 * 32);
+}
+
+#[test]
+fn only_selected_pcrs_become_claims() {
+    let att = TpmsAttest {
+        extra_data: vec![],
+        selection: vec![(0x000B, vec![7, 0, 7]), (0x0004, vec![1])],
+        pcr_digest: vec![],
+    };
+    // SHA-1 bank entries and duplicates do not add claims.
+    assert_eq!(
+        selected_pcrs(&att).into_iter().collect::<Vec<_>>(),
+        vec![0, 7]
+    );
+    // With the sample (all 24 selected) every PCR is a claim; a 25th value in
+    // the envelope is not covered by the quote and is not reported.
+    let (hcl, mut q, certs) = v1_parts();
+    q.pcrs.push(vec![0xAA; 32]);
+    let c = verify_parts(hcl, q, &certs).unwrap();
+    assert!(c.measurements.contains_key("pcr23"));
+    assert!(!c.measurements.contains_key("pcr24"));
 }
 
 #[test]

@@ -140,36 +140,78 @@ fn wrong_root_is_refused() {
     assert!(TdxVerifier.verify(&q, &c, at(TDX_A_NOW)).is_err());
 }
 
-/// Flipping bytes of the signed quote region (header + body, and the
-/// signature data) turns a pass into a refusal.
+fn u16_at(b: &[u8], off: usize) -> usize {
+    usize::from(u16::from_le_bytes([b[off], b[off + 1]]))
+}
+
+/// The byte ranges of a DCAP quote that a signature or a signed hash covers:
+/// header + body (attestation key signature), the ECDSA signature and the
+/// attestation key (bound by the QE report data), the QE report and its PCK
+/// signature, and the QE authentication data (bound by the QE report data).
+/// `body_len` is 584 for a TDX 1.0 body, 384 for an SGX enclave report;
+/// TDX v4 wraps the QE report in certification data type 6.
+fn signed_ranges(q: &[u8], body_len: usize, tdx: bool) -> Vec<std::ops::Range<usize>> {
+    let signed_end = 48 + body_len;
+    let sig = signed_end + 4;
+    let ak_end = sig + 64 + 64;
+    let qe = if tdx {
+        assert_eq!(u16_at(q, ak_end), 6, "TDX v4 certification data type");
+        ak_end + 6
+    } else {
+        ak_end
+    };
+    let qe_sig_end = qe + 384 + 64;
+    let auth_len = u16_at(q, qe_sig_end);
+    let auth = qe_sig_end + 2;
+    assert_eq!(
+        u16_at(q, auth + auth_len),
+        5,
+        "PCK chain certification data type"
+    );
+    vec![
+        0..signed_end,
+        sig..ak_end,
+        qe..qe_sig_end,
+        auth..auth + auth_len,
+    ]
+}
+
+/// Issue 4: flipping any single byte of the signed parts of the TDX v4 and
+/// SGX v3 quotes turns a pass into a refusal (every position, no sampling).
 #[test]
 fn flipped_quote_bytes_are_refused() {
-    let (q, c) = tdx_a();
-    let now = at(TDX_A_NOW);
-    // Header (48) + TD report body (584) are signed by the attestation key;
-    // then the auth data (signature, key, QE report...).
-    let signed_end = 48 + 584;
-    let mut positions: Vec<usize> = (0..signed_end).step_by(7).collect();
-    // Skip the 4-byte auth-data length (unsigned; the sample has zero padding
-    // after the quote), then the ECDSA signature, attestation key and QE report.
-    positions.extend((signed_end + 4..signed_end + 4 + 64 + 64 + 384).step_by(11));
-    for pos in positions {
-        let mut t = q.clone();
-        t[pos] ^= 0x01;
-        assert!(
-            TdxVerifier.verify(&t, &c, now).is_err(),
-            "flip at byte {pos} accepted"
-        );
-    }
-    let sgx = read("sgx/dcap-qvl/sgx_quote");
-    let sc = coll("sgx/dcap-qvl/sgx_quote_collateral.json");
-    for pos in (0..48 + 384).step_by(13) {
-        let mut t = sgx.clone();
-        t[pos] ^= 0x80;
-        assert!(
-            SgxVerifier.verify(&t, &sc, at(SGX_NOW)).is_err(),
-            "sgx flip at {pos}"
-        );
+    let cases = [
+        (
+            Tee::Tdx,
+            read("tdx/dcap-qvl/tdx_quote"),
+            coll("tdx/dcap-qvl/tdx_quote_collateral.json"),
+            at(TDX_A_NOW),
+            584,
+        ),
+        (
+            Tee::Sgx,
+            read("sgx/dcap-qvl/sgx_quote"),
+            coll("sgx/dcap-qvl/sgx_quote_collateral.json"),
+            at(SGX_NOW),
+            384,
+        ),
+    ];
+    for (tee, q, c, now, body_len) in cases {
+        let v = crate::verifier_for(tee);
+        assert!(v.verify(&q, &c, now).is_ok(), "{tee}: original must pass");
+        let ranges = signed_ranges(&q, body_len, tee == Tee::Tdx);
+        let mut n = 0;
+        for pos in ranges.iter().cloned().flatten() {
+            let mut t = q.clone();
+            t[pos] ^= 1 << (pos % 8);
+            assert!(
+                v.verify(&t, &c, now).is_err(),
+                "{tee}: flip at byte {pos} accepted"
+            );
+            n += 1;
+        }
+        // Header + body + signature + key + QE report + QE signature at least.
+        assert!(n >= 48 + body_len + 128 + 384 + 64, "{tee}: {n} positions");
     }
 }
 
