@@ -3,8 +3,12 @@
 //! * [`crate::sim::SimAttester`]: the software TEE.
 //! * [`TsmAttester`]: SEV-SNP and TDX through Linux configfs-tsm
 //!   (`/sys/kernel/config/tsm/report`); the root is injectable so tests use a
-//!   fake tree. The older `/dev/sev-guest` ioctl path is not implemented
-//!   (kernels >= 6.7 offer configfs-tsm for both SNP and TDX).
+//!   fake tree.
+//! * [`sev_guest::SevGuestAttester`]: SEV-SNP through the `/dev/sev-guest`
+//!   `SNP_GET_REPORT` ioctl, the fallback for kernels without configfs-tsm
+//!   (before 6.7). The crate's only `unsafe` is that ioctl call.
+//! * [`az_vtpm::AzVtpmAttester`]: Azure confidential VMs, HCL report and TPM
+//!   quote from the vTPM (`/dev/tpmrm0`), raw TPM 2.0 commands.
 //! * [`CocoGuestApiAttester`]: the Confidential Containers guest API
 //!   (`GET /aa/evidence?runtime_data=...`), base URL injectable.
 //! * [`detect`]: picks whichever is present.
@@ -16,6 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::{Error, Result, Tee};
+
+pub mod az_vtpm;
+pub mod sev_guest;
 
 /// Produces evidence binding `report_data` (up to 64 bytes).
 pub trait Attester: Send + Sync {
@@ -292,6 +299,8 @@ pub struct Probe {
     pub tsm_root: PathBuf,
     /// Device nodes that name the TEE: (path, tee).
     pub devices: Vec<(PathBuf, Tee)>,
+    /// TPM device to probe for the Azure HCL report NV index, if any.
+    pub tpm: Option<PathBuf>,
     /// CoCo guest API base URL and TEE, if it should be tried.
     pub coco_api: Option<(String, Tee)>,
     /// A sim directory, if sim is allowed.
@@ -306,6 +315,7 @@ impl Default for Probe {
                 (PathBuf::from("/dev/sev-guest"), Tee::Snp),
                 (PathBuf::from("/dev/tdx_guest"), Tee::Tdx),
             ],
+            tpm: Some(PathBuf::from(az_vtpm::TPM_DEVICE)),
             coco_api: None,
             sim: None,
         }
@@ -313,16 +323,27 @@ impl Default for Probe {
 }
 
 /// Picks the attester present on this machine: configfs-tsm (TEE named by
-/// the guest device node), then the CoCo guest API if configured and
-/// answering, then sim if a sim directory was given.
+/// the guest device node), else the SNP guest device's ioctl, else an Azure
+/// vTPM (a TPM holding the HCL report NV index), then the CoCo guest API if
+/// configured and answering, then sim if a sim directory was given.
 pub fn detect(probe: &Probe) -> Result<Box<dyn Attester>> {
     let mut tried = Vec::new();
+    let present = probe.devices.iter().find(|(p, _)| p.exists());
     if probe.tsm_root.is_dir() {
-        if let Some((_, tee)) = probe.devices.iter().find(|(p, _)| p.exists()) {
+        if let Some((_, tee)) = present {
             return Ok(Box::new(TsmAttester::new(&probe.tsm_root, *tee)));
         }
     }
     tried.push(format!("configfs-tsm at {}", probe.tsm_root.display()));
+    if let Some((dev, Tee::Snp)) = present {
+        return Ok(Box::new(sev_guest::SevGuestAttester::new(dev, 0)));
+    }
+    if let Some(tpm) = &probe.tpm {
+        if az_vtpm::has_hcl_report(tpm) {
+            return Ok(Box::new(az_vtpm::AzVtpmAttester::new(tpm)));
+        }
+        tried.push(format!("Azure vTPM HCL report at {}", tpm.display()));
+    }
     if let Some((url, tee)) = &probe.coco_api {
         if http_get(url, "/", Duration::from_secs(2)).is_ok() {
             return Ok(Box::new(CocoGuestApiAttester::new(url.clone(), *tee)));

@@ -5,11 +5,14 @@
 //!   [`Claims`] or a precise [`Error`]. One module per TEE; [`verify`]
 //!   dispatches on [`Tee`]. Verification time is always a parameter.
 //! * [`Attester`]: makes evidence for given report data (sim, configfs-tsm,
-//!   the CoCo guest API), with [`attester::detect`] picking the one present.
+//!   `/dev/sev-guest`, the CoCo guest API), with [`attester::detect`]
+//!   picking the one present.
 //! * [`binding`]: the KBS report-data binding and init-data binding.
 //!
 //! Format details live in `docs/attestation.md`.
-#![forbid(unsafe_code)]
+// `unsafe` is denied everywhere; the one exception is the `/dev/sev-guest`
+// ioctl call (`attester::sev_guest`), allowed there with a SAFETY comment.
+#![deny(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod attester;

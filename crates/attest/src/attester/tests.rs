@@ -140,6 +140,7 @@ fn detect_prefers_tsm_then_api_then_sim() {
     let mut probe = Probe {
         tsm_root: tsm.clone(),
         devices: vec![(dev.clone(), Tee::Tdx)],
+        tpm: None,
         coco_api: None,
         sim: None,
     };
@@ -163,4 +164,31 @@ fn detect_prefers_tsm_then_api_then_sim() {
     std::fs::create_dir(&tsm).unwrap();
     std::fs::write(&dev, "").unwrap();
     assert_eq!(detect(&probe).unwrap().tee(), Tee::Tdx);
+}
+
+#[test]
+fn detect_falls_back_to_sev_guest_ioctl_without_configfs_tsm() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = dir.path().join("sev-guest");
+    let tdx = dir.path().join("tdx_guest");
+    let probe = Probe {
+        tsm_root: dir.path().join("no-tsm"),
+        devices: vec![(dev.clone(), Tee::Snp), (tdx.clone(), Tee::Tdx)],
+        tpm: None,
+        coco_api: None,
+        sim: None,
+    };
+    // A TDX device alone has no fallback (a quote needs configfs-tsm).
+    std::fs::write(&tdx, "").unwrap();
+    assert!(detect(&probe).is_err());
+    // An SNP device node without configfs-tsm: the ioctl attester. A regular
+    // file stands in for the device, so the kernel refuses the ioctl.
+    std::fs::write(&dev, "").unwrap();
+    let a = detect(&probe).unwrap();
+    assert_eq!(a.tee(), Tee::Snp);
+    let e = a.evidence(b"n").unwrap_err().to_string();
+    assert!(
+        e.contains("/dev/sev-guest") && e.contains("SNP_GET_REPORT"),
+        "{e}"
+    );
 }
