@@ -1,7 +1,8 @@
 //! Seals a one-file image in-process and serves it through FUSE, for
 //! `bench/fs.sh`: `serve FILE MOUNTPOINT` puts FILE at `/data/file` of a
 //! sealed image (every path encrypted), mounts it at MOUNTPOINT, prints
-//! `ready`, and unmounts when its standard input closes.
+//! `ready`, and unmounts when its standard input closes. `COCOON_CHUNK_SIZE`
+//! sets the chunk size (default 128 KiB).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -24,7 +25,11 @@ fn main() {
         ],
     );
     drop(content);
-    let sealed = common::seal(&image);
+    let chunk_size = std::env::var("COCOON_CHUNK_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(cocoon_seal::manifest::DEFAULT_CHUNK_SIZE);
+    let sealed = common::seal_with(&image, chunk_size);
     drop(src);
     let handle = cocoon_fs::mount(
         sealed.tree.clone(),

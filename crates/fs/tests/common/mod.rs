@@ -30,6 +30,11 @@ pub struct Sealed {
 
 /// Seals the image `image` (`oci:DIR:TAG`), every path encrypted.
 pub fn seal(image: &str) -> Sealed {
+    seal_with(image, DEFAULT_CHUNK_SIZE)
+}
+
+/// Seals `image` with chunks of `chunk_size` bytes, every path encrypted.
+pub fn seal_with(image: &str, chunk_size: u32) -> Sealed {
     let work = tempfile::Builder::new()
         .prefix("cocoon-fs-test-")
         .tempdir()
@@ -39,7 +44,7 @@ pub fn seal(image: &str) -> Sealed {
         encrypted: vec!["/".into()],
         secrets: vec![],
         shield: vec![],
-        chunk_size: DEFAULT_CHUNK_SIZE,
+        chunk_size,
         key_uri: None,
         launcher: Digest::of(&launcher),
     };
