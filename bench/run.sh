@@ -42,3 +42,38 @@ echo "| --- | ---: | ---: | ---: |"
 echo "| sha256sum debian-nginx.tar (baseline) | $base | $(mbps "$bytes" "$base") | 1.00x |"
 echo "| cocoon measure oci:debian:nginx (gzip layers) | $oci | $(mbps "$bytes" "$oci") | $(ratio "$base" "$oci")x |"
 echo "| cocoon measure docker-archive:debian-nginx.tar | $arc | $(mbps "$bytes" "$arc") | $(ratio "$base" "$arc")x |"
+
+# convert: sealing time and size against ocicrypt encryption by skopeo.
+echo
+echo "## convert: seal the Debian images (encrypt everything)"
+echo
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+openssl genrsa -out "$work/rsa.pem" 2048 2>/dev/null
+openssl rsa -in "$work/rsa.pem" -pubout -out "$work/rsa.pub.pem" 2>/dev/null
+"$cocoon" keygen --out "$work/owner.key" >/dev/null 2>&1
+convert_once() { rm -rf "$work/out" "$work/img.key"; "$cocoon" convert -q "oci:$fixtures/debian:$1" "oci:$work/out:s" --sign "$work/owner.key" --image-key-out "$work/img.key" --encrypt-all; }
+skopeo_once() { rm -rf "$work/enc"; skopeo copy -q --encryption-key "jwe:$work/rsa.pub.pem" "oci:$fixtures/debian:$1" "oci:$work/enc:$1"; }
+unpacked_bytes() { rm -rf "$work/tree"; "$cocoon" unpack "oci:$fixtures/debian:$1" "$work/tree"; find "$work/tree" -type f -print0 | du -cb --files0-from=- | tail -1 | cut -f1; }
+layers_bytes() { # sum of layer blob sizes of oci:$1:$2
+  python3 - "$1" "$2" <<'PY'
+import json, sys, os
+d, tag = sys.argv[1], sys.argv[2]
+idx = json.load(open(os.path.join(d, "index.json")))
+m = next(x for x in idx["manifests"] if x.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)
+man = json.load(open(os.path.join(d, "blobs/sha256", m["digest"][7:])))
+print(sum(l["size"] for l in man["layers"]))
+PY
+}
+echo "| image | cocoon convert s | skopeo --encryption-key s | speed vs skopeo | sha256sum of content s | convert / sha256sum | source layers MB | sealed layers MB | size ratio |"
+echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+for image in nginx python; do
+  content=$(unpacked_bytes "$image")
+  sha=$(best_of sh -c "find '$work/tree' -type f -print0 | xargs -0 cat | sha256sum")
+  conv=$(best_of convert_once "$image")
+  sko=$(best_of skopeo_once "$image")
+  src=$(layers_bytes "$fixtures/debian" "$image")
+  convert_once "$image"
+  sealed=$(layers_bytes "$work/out" s)
+  echo "| debian:$image ($((content / 1000000)) MB of files) | $conv | $sko | $(ratio "$sko" "$conv")x | $sha | $(ratio "$conv" "$sha")x | $((src / 1000000)) | $((sealed / 1000000)) | $(ratio "$sealed" "$src")x |"
+done

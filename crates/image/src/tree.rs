@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::store::CasDir;
+use crate::store::ContentSource;
 
 /// What a path is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -190,7 +190,7 @@ impl Tree {
     /// device nodes, FIFOs, owners, modes (setuid/setgid/sticky included),
     /// xattrs and mtimes. Nothing is created outside `dest`: the tree has no
     /// entries below symlinks, and every path is created fresh.
-    pub fn materialize(&self, dest: &Path, store: &CasDir) -> Result<()> {
+    pub fn materialize(&self, dest: &Path, store: &dyn ContentSource) -> Result<()> {
         let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
         match fs::read_dir(dest) {
             Ok(mut it) => {
@@ -224,7 +224,7 @@ impl Tree {
                         continue;
                     }
                     let mut src = store
-                        .open(digest)
+                        .open_content(digest)
                         .map_err(|e| Error::io(format!("reading content {digest}"), e))?;
                     let mut out = fs::OpenOptions::new()
                         .write(true)

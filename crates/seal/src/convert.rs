@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use cocoon_image::flatten::flatten;
 use cocoon_image::media;
-use cocoon_image::store::CasDir;
+use cocoon_image::store::{CasDir, PackStore};
 use cocoon_image::transport::{resolve, RawManifest};
 use cocoon_image::{Digest, EntryKind, ImageDest, ImageSource, Platform};
 use serde_json::json;
@@ -97,8 +97,8 @@ pub fn convert(
     let image = resolve(src, platform)?;
     let source_bytes: u64 = image.parsed.layers().iter().map(|l| l.size()).sum();
     (req.progress)("flatten", 0, source_bytes);
-    let mut store = CasDir::new(&req.scratch.join("content"))
-        .map_err(|e| Error::io("creating scratch store", e))?;
+    let mut store =
+        PackStore::new(req.scratch).map_err(|e| Error::io("creating scratch store", e))?;
     let tree = flatten(src, &image, &mut store)?;
     (req.progress)("flatten", source_bytes, source_bytes);
     let manifest = WorkloadManifest::new(&image, &tree, &req.options)?;
@@ -111,8 +111,7 @@ pub fn convert(
     let seal = seal_tree(&tree, &store, &manifest, req.key, &mut blob)?;
     (req.progress)("seal", manifest.tree.bytes, manifest.tree.bytes);
     drop(blob);
-    fs::remove_dir_all(req.scratch.join("content"))
-        .map_err(|e| Error::io("removing scratch store", e))?;
+    drop(store);
 
     let descriptor = SealDescriptor::new(
         workload_digest,

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::Aes256Gcm;
-use cocoon_image::store::{CasDir, ContentStore};
+use cocoon_image::store::ContentStore;
 use cocoon_image::{Digest, Entry, EntryKind, Tree};
 
 use crate::error::{Error, Result};
@@ -173,6 +173,12 @@ impl SealedBlob {
     }
 }
 
+thread_local! {
+    /// One decompression context per thread, reused across chunks.
+    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Decompressor::new().ok());
+}
+
 /// AES-256-GCM open of `nonce || ciphertext || tag`.
 fn decrypt(
     key: &[u8; 32],
@@ -285,7 +291,11 @@ impl UnlockedTree {
             stored
         };
         let plain = if r.flags & FLAG_ZSTD != 0 {
-            zstd::bulk::decompress(&body, r.plain_len as usize)
+            DECOMPRESSOR
+                .with(|d| match &mut *d.borrow_mut() {
+                    Some(d) => d.decompress(&body, r.plain_len as usize),
+                    None => Err(std::io::Error::other("no zstd context")),
+                })
                 .map_err(|e| Error::Format(format!("chunk {n} does not decompress: {e}")))?
         } else {
             body
@@ -348,7 +358,7 @@ impl UnlockedTree {
 
     /// Rebuilds the flattened tree, with contents in `store` (for
     /// extracting and for comparing with the original image).
-    pub fn to_tree(&self, store: &mut CasDir) -> Result<Tree> {
+    pub fn to_tree(&self, store: &mut dyn ContentStore) -> Result<Tree> {
         let mut tree = Tree::new();
         let mut inodes: HashMap<&str, u64> = HashMap::new();
         for (i, e) in self.entries.iter().enumerate() {

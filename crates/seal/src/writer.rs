@@ -6,7 +6,7 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::Aes256Gcm;
-use cocoon_image::store::CasDir;
+use cocoon_image::store::ContentSource;
 use cocoon_image::{Digest, EntryKind, Tree};
 use rayon::prelude::*;
 
@@ -20,6 +20,9 @@ use crate::manifest::{summarize_records, tree_records, WorkloadManifest};
 
 /// zstd level for chunks: fast, and within a few percent of gzip -6 sizes.
 const ZSTD_LEVEL: i32 = 3;
+/// Chunks shorter than this are stored as they are: compressing them saves
+/// next to nothing.
+const MIN_COMPRESS: usize = 256;
 /// Chunks processed in parallel per batch.
 const BATCH: usize = 64;
 
@@ -45,7 +48,7 @@ pub struct SealSummary {
 /// Deterministic: the same inputs give the same bytes.
 pub fn seal_tree(
     tree: &Tree,
-    store: &CasDir,
+    store: &dyn ContentSource,
     manifest: &WorkloadManifest,
     key: &ImageKey,
     out: &mut File,
@@ -91,7 +94,7 @@ pub fn seal_tree(
                 Some(d) => *d,
                 None => {
                     let mut src = store
-                        .open(digest)
+                        .open_content(digest)
                         .map_err(|e| Error::io(format!("reading content of {}", record.path), e))?;
                     let d = writer.write_content(
                         &mut src,
@@ -225,6 +228,11 @@ impl ChunkWriter<'_> {
     }
 }
 
+thread_local! {
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        std::cell::RefCell::new(zstd::bulk::Compressor::new(ZSTD_LEVEL).ok());
+}
+
 /// AES-256-GCM: `nonce || ciphertext || tag`.
 fn encrypt(key: &[u8; 32], nonce: [u8; 12], plain: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
     let cipher = Aes256Gcm::new(key.into());
@@ -255,8 +263,14 @@ fn seal_chunk(
     let plain_len = plain.len() as u32;
     let mut flags = 0;
     let mut body = plain;
-    if let Ok(compressed) = zstd::bulk::compress(&body, ZSTD_LEVEL) {
-        if compressed.len() < body.len() - body.len() / 16 {
+    if body.len() >= MIN_COMPRESS {
+        // One compression context per thread: making one per chunk costs a
+        // multi-megabyte allocation each time.
+        let compressed = COMPRESSOR.with(|c| match &mut *c.borrow_mut() {
+            Some(c) => c.compress(&body).ok(),
+            None => None,
+        });
+        if let Some(compressed) = compressed.filter(|c| c.len() < body.len() - body.len() / 16) {
             body = compressed;
             flags |= FLAG_ZSTD;
         }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use cocoon_image::flatten::flatten;
-use cocoon_image::store::CasDir;
+use cocoon_image::store::PackStore;
 use cocoon_image::transport::resolve;
 use cocoon_image::ImageRef;
 
@@ -36,7 +36,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .prefix(".cocoon-unpack-")
         .tempdir_in(parent)
         .with_context(|| format!("creating a scratch directory in {}", parent.display()))?;
-    let mut store = CasDir::new(scratch.path()).context("creating the content store")?;
+    let mut store = PackStore::new(scratch.path()).context("creating the content store")?;
     let tree = flatten(src.as_mut(), &image, &mut store)?;
     tree.materialize(&args.dir, &store)?;
     Ok(())

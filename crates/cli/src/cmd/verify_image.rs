@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use cocoon_image::store::CasDir;
+use cocoon_image::store::PackStore;
 use cocoon_image::ImageRef;
 use cocoon_seal::convert::open_sealed;
 use cocoon_seal::reader::SealedBlob;
@@ -54,8 +54,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let (Some(dir), Some(key)) = (&args.extract, &key) {
         let blob = SealedBlob::open(&sealed.blob_path, &sealed.seal.descriptor.blob.header)?;
         let unlocked = blob.unlock(key, &sealed.manifest)?;
-        let mut store =
-            CasDir::new(&scratch.path().join("extract")).context("creating the content store")?;
+        let mut store = PackStore::new(scratch.path()).context("creating the content store")?;
         let tree = unlocked.to_tree(&mut store)?;
         tree.materialize(dir, &store)?;
     }
