@@ -589,3 +589,76 @@ fn convert_refuses_to_lose_a_new_key_and_bad_options() {
     );
     assert!(!Path::new(&key).exists(), "no key file on failure");
 }
+
+#[test]
+fn convert_reads_and_writes_every_transport() {
+    let registry = cocoon_testkit::registry::Registry::start();
+    let owner = Owner::new();
+    let sign = owner.path("owner.key");
+    let key = owner.path("img.key");
+    let pubkey = owner.path("owner.key.pub");
+    let archive_src = format!("docker-archive:{}", fixture("busybox.tar").display());
+    let remote = format!("docker://{}/sealed/busybox:1", registry.host());
+    // docker-archive in, registry out.
+    ok(cocoon(&[
+        "convert",
+        &archive_src,
+        &remote,
+        "--plain-http",
+        "--sign",
+        &sign,
+        "--image-key-out",
+        &key,
+        "-q",
+    ]));
+    let out = ok(cocoon(&[
+        "verify-image",
+        "--plain-http",
+        &remote,
+        "--pubkey",
+        &pubkey,
+        "--image-key",
+        &key,
+    ]));
+    assert!(
+        out.contains("tree decrypted and every file checked"),
+        "{out}"
+    );
+    // registry in (pulling the original pushed by skopeo), docker-archive out.
+    let original = format!("docker://{}/orig/busybox:1", registry.host());
+    let pushed = Command::new("skopeo")
+        .args([
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            &oci("busybox", "latest"),
+            &original,
+        ])
+        .status()
+        .unwrap();
+    assert!(pushed.success());
+    let archive_dst = format!("docker-archive:{}", owner.path("sealed.tar"));
+    ok(cocoon(&[
+        "convert",
+        &original,
+        &archive_dst,
+        "--plain-http",
+        "--sign",
+        &sign,
+        "--image-key",
+        &key,
+        "-q",
+    ]));
+    let out = ok(cocoon(&[
+        "verify-image",
+        &archive_dst,
+        "--pubkey",
+        &pubkey,
+        "--image-key",
+        &key,
+    ]));
+    assert!(
+        out.contains("tree decrypted and every file checked"),
+        "{out}"
+    );
+}
