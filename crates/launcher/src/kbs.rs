@@ -1,0 +1,386 @@
+//! The KBS client: Trustee RCAR 0.4.0 (`auth` -> `attest` -> `resource`),
+//! with an ephemeral P-256 key that resources are encrypted to
+//! (JWE `ECDH-ES+A256KW` / `A256GCM`).
+//!
+//! This duplicates the few lines of JWE decryption that `cocoon-kbs` has,
+//! so that the launcher does not link the KBS server (axum, tokio, regorus).
+
+use std::time::{Duration, Instant};
+
+use aes_gcm::aead::{AeadInPlace, KeyInit};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use cocoon_attest::Attester;
+use serde_json::{json, Value};
+use zeroize::Zeroizing;
+
+use crate::identity::InitData;
+use crate::{Error, Result};
+
+/// The protocol version spoken.
+pub const PROTOCOL_VERSION: &str = "0.4.0";
+const COOKIE: &str = "kbs-session-id";
+const KW_ALG: &str = "ECDH-ES+A256KW";
+
+/// An attested session: the cookie and the key resources are encrypted to.
+pub struct Session {
+    cookie: String,
+    key: p256::SecretKey,
+    /// The EAR token (not used by the launcher yet; kept for the shield).
+    pub token: String,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Session")
+    }
+}
+
+/// A blocking KBS client with bounded retries.
+pub struct Client {
+    base: String,
+    agent: ureq::Agent,
+    retry_for: Duration,
+}
+
+enum Failure {
+    /// Worth retrying: connection errors, 5xx, 429.
+    Transient(String),
+    /// A definite answer.
+    Final(Error),
+}
+
+fn b64url(b: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+fn b64url_decode(what: &str, s: &str) -> Result<Vec<u8>> {
+    URL_SAFE_NO_PAD
+        .decode(s.trim_end_matches('='))
+        .map_err(|_| Error::Kbs(format!("resource JWE: {what} is not base64url")))
+}
+
+/// The public JWK of a P-256 key.
+pub fn p256_jwk(k: &p256::PublicKey) -> Value {
+    use p256::elliptic_curve::sec1::ToSec1Point;
+    let pt = k.to_sec1_point(false);
+    let b = pt.as_bytes();
+    json!({"kty": "EC", "crv": "P-256", "alg": KW_ALG, "x": b64url(&b[1..33]), "y": b64url(&b[33..65])})
+}
+
+fn new_key() -> Result<p256::SecretKey> {
+    for _ in 0..16 {
+        let mut b = Zeroizing::new([0u8; 32]);
+        getrandom::fill(b.as_mut()).map_err(|e| Error::Attest(format!("no randomness: {e}")))?;
+        if let Ok(k) = p256::SecretKey::from_slice(b.as_ref()) {
+            return Ok(k);
+        }
+    }
+    Err(Error::Attest("could not draw a P-256 key".into()))
+}
+
+fn concat_kdf(z: &[u8]) -> Zeroizing<[u8; 32]> {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(1u32.to_be_bytes());
+    h.update(z);
+    h.update((KW_ALG.len() as u32).to_be_bytes());
+    h.update(KW_ALG.as_bytes());
+    h.update(0u32.to_be_bytes());
+    h.update(0u32.to_be_bytes());
+    h.update(256u32.to_be_bytes());
+    Zeroizing::new(h.finalize().into())
+}
+
+/// Decrypts a flattened JWE (`ECDH-ES+A256KW`, `A256GCM`) with `key`.
+pub fn decrypt_jwe(key: &p256::SecretKey, jwe: &Value) -> Result<Zeroizing<Vec<u8>>> {
+    let field = |k: &str| {
+        jwe.get(k)
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::Kbs(format!("resource JWE: no {k}")))
+    };
+    let protected = field("protected")?;
+    let header: Value = serde_json::from_slice(&b64url_decode("protected", protected)?)
+        .map_err(|_| Error::Kbs("resource JWE: protected header is not JSON".into()))?;
+    if header["alg"] != KW_ALG || header["enc"] != "A256GCM" {
+        return Err(Error::Kbs(format!(
+            "resource JWE: alg {} / enc {} unsupported (want {KW_ALG} / A256GCM)",
+            header["alg"], header["enc"]
+        )));
+    }
+    let epk = &header["epk"];
+    let coord =
+        |k: &str| -> Result<Vec<u8>> { b64url_decode("epk", epk[k].as_str().unwrap_or_default()) };
+    let sec1 = [&[4u8][..], &coord("x")?, &coord("y")?].concat();
+    let epk = p256::PublicKey::from_sec1_bytes(&sec1)
+        .map_err(|_| Error::Kbs("resource JWE: epk is not a P-256 point".into()))?;
+    let shared =
+        p256::elliptic_curve::ecdh::diffie_hellman(key.to_nonzero_scalar(), epk.as_affine());
+    let kek = concat_kdf(shared.raw_secret_bytes().as_slice());
+    let ek = b64url_decode("encrypted_key", field("encrypted_key")?)?;
+    let cek = Zeroizing::new(
+        aes_kw::KekAes256::from(*kek)
+            .unwrap_vec(&ek)
+            .map_err(|_| Error::Kbs("resource JWE: key unwrap failed".into()))?,
+    );
+    let iv = b64url_decode("iv", field("iv")?)?;
+    let tag = b64url_decode("tag", field("tag")?)?;
+    if iv.len() != 12 || tag.len() != 16 {
+        return Err(Error::Kbs("resource JWE: bad iv or tag length".into()));
+    }
+    let cipher = Aes256Gcm::new_from_slice(&cek)
+        .map_err(|_| Error::Kbs("resource JWE: content key is not 256 bits".into()))?;
+    let mut buf = Zeroizing::new(b64url_decode("ciphertext", field("ciphertext")?)?);
+    cipher
+        .decrypt_in_place_detached(
+            Nonce::from_slice(&iv),
+            protected.as_bytes(),
+            &mut buf,
+            aes_gcm::Tag::from_slice(&tag),
+        )
+        .map_err(|_| Error::Kbs("resource JWE: authentication failed".into()))?;
+    Ok(buf)
+}
+
+/// `kbs:///repo/type/tag` -> `repo/type/tag`.
+pub fn resource_path(uri: &str) -> Result<&str> {
+    let p = uri
+        .strip_prefix("kbs:///")
+        .ok_or_else(|| Error::Image(format!("resource {uri:?} is not a kbs:/// URI")))?;
+    let ok = p.split('/').count() == 3
+        && p.split('/').all(|c| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        });
+    if !ok {
+        return Err(Error::Image(format!(
+            "resource {uri:?} is not kbs:///<repo>/<type>/<tag>"
+        )));
+    }
+    Ok(p)
+}
+
+impl Client {
+    /// A client for `base` (`http[s]://host:port`) that retries transient
+    /// failures (connection refused, timeouts, 5xx, 429) for `retry_for`.
+    pub fn new(base: &str, retry_for: Duration) -> Result<Self> {
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::Config(format!(
+                "COCOON_KBS_URL {base:?} must be an http:// or https:// URL"
+            )));
+        }
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(20)))
+            .timeout_connect(Some(Duration::from_secs(3)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        Ok(Client {
+            base: base.trim_end_matches('/').to_string(),
+            agent,
+            retry_for,
+        })
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        cookie: Option<&str>,
+        body: Option<&Value>,
+    ) -> std::result::Result<(Vec<u8>, Option<String>), Failure> {
+        let url = format!("{}{path}", self.base);
+        let mut req = ureq::http::Request::builder().method(method).uri(&url);
+        if let Some(c) = cookie {
+            req = req.header("cookie", format!("{COOKIE}={c}"));
+        }
+        let bytes = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                serde_json::to_vec(b).unwrap_or_default()
+            }
+            None => Vec::new(),
+        };
+        let req = req
+            .body(bytes)
+            .map_err(|e| Failure::Final(Error::Config(format!("{url}: {e}"))))?;
+        let mut resp = self
+            .agent
+            .run(req)
+            .map_err(|e| Failure::Transient(format!("{method} {url}: {e}")))?;
+        let status = resp.status().as_u16();
+        let set_cookie = resp
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| {
+                v.split(';')
+                    .next()
+                    .and_then(|kv| kv.trim().strip_prefix(&format!("{COOKIE}=")))
+                    .map(String::from)
+            });
+        let out = resp
+            .body_mut()
+            .with_config()
+            .limit(16 << 20)
+            .read_to_vec()
+            .map_err(|e| Failure::Transient(format!("{method} {url}: reading the answer: {e}")))?;
+        if (200..300).contains(&status) {
+            return Ok((out, set_cookie));
+        }
+        // RFC 7807 problem JSON: show its detail, else a short body.
+        let detail = serde_json::from_slice::<Value>(&out)
+            .ok()
+            .and_then(|v| v.get("detail").and_then(Value::as_str).map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&out).chars().take(200).collect());
+        let msg = format!("{method} {path} answered {status}: {detail}");
+        if status >= 500 || status == 429 {
+            Err(Failure::Transient(msg))
+        } else {
+            Err(Failure::Final(Error::Kbs(msg)))
+        }
+    }
+
+    fn with_retry<T>(&self, mut f: impl FnMut() -> std::result::Result<T, Failure>) -> Result<T> {
+        let start = Instant::now();
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match f() {
+                Ok(v) => return Ok(v),
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Transient(last)) => {
+                    if start.elapsed() + delay > self.retry_for {
+                        return Err(Error::KbsUnreachable {
+                            url: self.base.clone(),
+                            secs: start.elapsed().as_secs_f64().ceil() as u64,
+                            last,
+                        });
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// auth + attest: evidence from `attester` binding the session nonce and
+    /// a fresh key, with `init` as init data.
+    pub fn attest(&self, attester: &dyn Attester, init: &InitData) -> Result<Session> {
+        self.with_retry(|| self.attest_once(attester, init))
+    }
+
+    fn attest_once(
+        &self,
+        attester: &dyn Attester,
+        init: &InitData,
+    ) -> std::result::Result<Session, Failure> {
+        let tee = attester.tee().as_str();
+        let (body, cookie) = self.request(
+            "POST",
+            "/kbs/v0/auth",
+            None,
+            Some(&json!({"version": PROTOCOL_VERSION, "tee": tee, "extra-params": ""})),
+        )?;
+        let cookie = cookie.ok_or_else(|| {
+            Failure::Final(Error::Kbs(
+                "auth answer set no kbs-session-id cookie".into(),
+            ))
+        })?;
+        let challenge: Value = serde_json::from_slice(&body)
+            .map_err(|_| Failure::Final(Error::Kbs("auth answer is not JSON".into())))?;
+        let nonce = challenge["nonce"]
+            .as_str()
+            .ok_or_else(|| Failure::Final(Error::Kbs("auth answer has no nonce".into())))?
+            .to_string();
+        let key = new_key().map_err(Failure::Final)?;
+        let jwk = p256_jwk(&key.public_key());
+        let report_data = cocoon_attest::binding::kbs_report_data(&nonce, &jwk, "")
+            .map_err(|e| Failure::Final(Error::Attest(e.to_string())))?;
+        let evidence = attester
+            .evidence(&report_data)
+            .map_err(|e| Failure::Final(Error::Attest(format!("{tee} evidence: {e}"))))?;
+        let att = json!({
+            "init-data": {"format": "json", "body": init.canonical_json()},
+            "runtime-data": {"nonce": nonce, "tee-pubkey": jwk},
+            "tee-evidence": {"primary_evidence": STANDARD.encode(&evidence), "additional_evidence": ""},
+        });
+        let (body, _) = self
+            .request("POST", "/kbs/v0/attest", Some(&cookie), Some(&att))
+            .map_err(|f| match f {
+                Failure::Final(Error::Kbs(m)) => {
+                    Failure::Final(Error::Kbs(format!("attestation refused: {m}")))
+                }
+                other => other,
+            })?;
+        let token = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["token"].as_str().map(String::from))
+            .ok_or_else(|| Failure::Final(Error::Kbs("attest answer has no token".into())))?;
+        Ok(Session { cookie, key, token })
+    }
+
+    /// Fetches and decrypts resource `uri` (`kbs:///repo/type/tag`).
+    pub fn resource(&self, s: &Session, uri: &str) -> Result<Zeroizing<Vec<u8>>> {
+        let path = format!("/kbs/v0/resource/{}", resource_path(uri)?);
+        let (body, _) = self.with_retry(|| {
+            self.request("GET", &path, Some(&s.cookie), None)
+                .map_err(|f| match f {
+                    Failure::Final(Error::Kbs(m)) => {
+                        Failure::Final(Error::Kbs(format!("{uri} refused: {m}")))
+                    }
+                    other => other,
+                })
+        })?;
+        let jwe: Value = serde_json::from_slice(&body)
+            .map_err(|_| Error::Kbs(format!("{uri}: the answer is not a JWE")))?;
+        decrypt_jwe(&s.key, &jwe).map_err(|e| Error::Kbs(format!("{uri}: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_paths() {
+        assert_eq!(resource_path("kbs:///a/b/c").unwrap(), "a/b/c");
+        for bad in [
+            "a/b/c",
+            "kbs:///a/b",
+            "kbs:///a/../c",
+            "kbs:///a/b/c/d",
+            "kbs:///a/b%/c",
+        ] {
+            assert!(resource_path(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unreachable_kbs_gives_up_within_budget() {
+        // A port nothing listens on.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let c = Client::new(
+            &format!("http://127.0.0.1:{port}"),
+            Duration::from_millis(900),
+        )
+        .unwrap();
+        let t = Instant::now();
+        let e = c
+            .with_retry(|| c.request("POST", "/kbs/v0/auth", None, None))
+            .unwrap_err()
+            .to_string();
+        assert!(t.elapsed() < Duration::from_secs(5));
+        assert!(
+            e.contains("unreachable") && e.contains(&port.to_string()),
+            "{e}"
+        );
+        assert!(Client::new("ftp://x", Duration::ZERO).is_err());
+    }
+}
