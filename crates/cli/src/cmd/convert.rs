@@ -101,12 +101,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let m = &converted.manifest;
     let mut resources = vec![m.seal.key.clone()];
     resources.extend(m.secrets.iter().map(|s| s.uri.clone()));
-    let reference = json!({
-        "workload_digest": converted.workload_digest,
-        "launcher_digest": m.launcher,
-        "signer": converted.signer,
-        "resources": resources,
-    });
+    // Exactly what `cocoon kbs reference-values add` reads.
+    let reference = cocoon_kbs::reference::ReferenceValues {
+        workload_digest: converted.workload_digest.to_string(),
+        launcher_digest: m.launcher.to_string(),
+        signer: converted.signer.to_string(),
+        resources,
+    };
     if let Some(path) = &args.reference_values {
         let mut text = serde_json::to_vec_pretty(&reference)?;
         text.push(b'\n');
