@@ -1,0 +1,794 @@
+//! End to end: real images sealed with `cocoon_seal::convert`, a real KBS
+//! (cocoon-kbs over HTTP on 127.0.0.1) with the sim TEE, the static launcher
+//! from `make launcher`, runc and FUSE. Needs root, /dev/fuse, runc, and the
+//! fixtures (`scripts/fixtures.sh`).
+//!
+//! Tests run one at a time (a lock): the containers share the host's network
+//! and 2 cores.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cocoon_attest::sim::{self, SimPlatform};
+use cocoon_image::transport::{open_dest, open_source};
+use cocoon_image::{Digest, ImageRef, Platform, TransportOptions};
+use cocoon_kbs::client::AdminClient;
+use cocoon_kbs::server::{serve, Kbs};
+use cocoon_kbs::store::Kek;
+use cocoon_kbs::{Config, ReferenceValues};
+use cocoon_runtime::{prepare, Bundle, RunOptions, VolumeSpec};
+use cocoon_seal::convert::{convert, ConvertRequest};
+use cocoon_seal::manifest::{SecretRef, DEFAULT_CHUNK_SIZE};
+use cocoon_seal::signing::OwnerKey;
+use cocoon_seal::{ImageKey, WorkloadOptions};
+use serde_json::{json, Value};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The static launcher built by `make launcher` (or `$COCOON_LAUNCHER`).
+fn launcher() -> Vec<u8> {
+    let path = std::env::var_os("COCOON_LAUNCHER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            // .../target/debug/deps/e2e-HASH -> .../target/x86_64-unknown-linux-gnu/release/
+            let exe = std::env::current_exe().unwrap();
+            exe.ancestors()
+                .nth(3)
+                .unwrap()
+                .join("x86_64-unknown-linux-gnu/release/cocoon-launcher")
+        });
+    std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "static launcher missing at {} ({e}): run `make launcher` (same CARGO_TARGET_DIR) or set COCOON_LAUNCHER",
+            path.display()
+        )
+    })
+}
+
+// ------------------------------------------------------------------ KBS --
+
+struct KbsHarness {
+    base: String,
+    admin: AdminClient,
+    sim: SimPlatform,
+    dir: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for KbsHarness {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start_kbs() -> KbsHarness {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = sim::init(&dir.path().join("sim")).unwrap();
+    let admin_key = dir.path().join("admin.pem");
+    let admin_pub = cocoon_kbs::admin::keygen(&admin_key).unwrap();
+    let mut cfg = Config::default();
+    cfg.attestation.allow_sim = true;
+    cfg.attestation.collateral = vec![sim.root_path()];
+    cfg.store.path = dir.path().join("kbs.redb");
+    cfg.admin.public_keys = vec![admin_pub];
+    cfg.server.rate_limit_per_sec = 0;
+    let kbs: Arc<Kbs> = Kbs::open_with_kek(cfg, Kek::generate().unwrap()).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let (atx, arx) = std::sync::mpsc::channel::<SocketAddr>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            atx.send(l.local_addr().unwrap()).unwrap();
+            serve(kbs, l, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+    });
+    let base = format!("http://{}", arx.recv().unwrap());
+    let admin = AdminClient::new(&base, cocoon_kbs::admin::load_private(&admin_key).unwrap());
+    KbsHarness {
+        base,
+        admin,
+        sim,
+        dir,
+        stop: Some(tx),
+        thread: Some(thread),
+    }
+}
+
+// --------------------------------------------------------------- images --
+
+/// Makes `dst` an OCI layout whose blobs link to `src`'s, with image `tag`
+/// of `src` re-tagged `new_tag` after `edit(config)` and with `extra`
+/// (an uncompressed tar) as a top layer.
+fn derive(
+    src: &Path,
+    tag: &str,
+    dst: &Path,
+    new_tag: &str,
+    edit: impl FnOnce(&mut Value),
+    extra: Option<Vec<u8>>,
+) {
+    let blobs = dst.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    for e in std::fs::read_dir(src.join("blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        let to = blobs.join(e.file_name());
+        if !to.exists() {
+            std::os::unix::fs::symlink(e.path(), to).unwrap();
+        }
+    }
+    std::fs::copy(src.join("oci-layout"), dst.join("oci-layout")).unwrap();
+    let put = |b: &[u8]| -> String {
+        let d = Digest::of(b).to_string();
+        let p = blobs.join(d.trim_start_matches("sha256:"));
+        if !p.exists() {
+            std::fs::write(p, b).unwrap();
+        }
+        d
+    };
+    let blob = |d: &str| std::fs::read(blobs.join(d.trim_start_matches("sha256:"))).unwrap();
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(src.join("index.json")).unwrap()).unwrap();
+    let desc = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == tag)
+        .unwrap()
+        .clone();
+    let mut manifest: Value =
+        serde_json::from_slice(&blob(desc["digest"].as_str().unwrap())).unwrap();
+    let mut config: Value =
+        serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    edit(&mut config["config"]);
+    if let Some(tar) = extra {
+        let d = put(&tar);
+        manifest["layers"].as_array_mut().unwrap().push(json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": tar.len()}));
+        config["rootfs"]["diff_ids"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(d));
+    }
+    let cb = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = json!(put(&cb));
+    manifest["config"]["size"] = json!(cb.len());
+    let mb = serde_json::to_vec(&manifest).unwrap();
+    let mut new_desc = desc.clone();
+    new_desc["digest"] = json!(put(&mb));
+    new_desc["size"] = json!(mb.len());
+    new_desc["annotations"]["org.opencontainers.image.ref.name"] = json!(new_tag);
+    let idx_path = dst.join("index.json");
+    let mut idx: Value = if idx_path.exists() {
+        serde_json::from_slice(&std::fs::read(&idx_path).unwrap()).unwrap()
+    } else {
+        json!({"schemaVersion": 2, "manifests": []})
+    };
+    idx["manifests"].as_array_mut().unwrap().push(new_desc);
+    std::fs::write(idx_path, serde_json::to_vec(&idx).unwrap()).unwrap();
+}
+
+/// A tar with the given files (mode 0644 unless the name ends in `.sh`).
+fn tar_of(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut t = cocoon_testkit::layout::RawTar::new();
+    for (n, d) in files {
+        t = t.file(n, d);
+    }
+    t.finish()
+}
+
+struct Sealed {
+    dir: tempfile::TempDir,
+    key: ImageKey,
+    rv: ReferenceValues,
+}
+
+impl Sealed {
+    fn image(&self) -> ImageRef {
+        format!("oci:{}:sealed", self.dir.path().display())
+            .parse()
+            .unwrap()
+    }
+}
+
+fn seal(src: &str, encrypt: &[&str], secrets: Vec<SecretRef>) -> Sealed {
+    seal_with(src, encrypt, secrets, &launcher())
+}
+
+fn seal_with(src: &str, encrypt: &[&str], secrets: Vec<SecretRef>, launcher: &[u8]) -> Sealed {
+    let dir = tempfile::tempdir().unwrap();
+    let owner = OwnerKey::generate().unwrap();
+    let key = ImageKey::generate().unwrap();
+    let options = WorkloadOptions {
+        encrypted: encrypt.iter().map(|s| s.to_string()).collect(),
+        secrets,
+        shield: Vec::new(),
+        chunk_size: DEFAULT_CHUNK_SIZE,
+        key_uri: None,
+        launcher: Digest::of(launcher),
+    };
+    let topts = TransportOptions::default();
+    let mut s = open_source(&src.parse::<ImageRef>().unwrap(), &topts).unwrap();
+    let dst: ImageRef = format!("oci:{}:sealed", dir.path().display())
+        .parse()
+        .unwrap();
+    let mut d = open_dest(&dst, &topts).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let req = ConvertRequest {
+        options,
+        launcher,
+        key: &key,
+        signer: &owner,
+        scratch: scratch.path(),
+        progress: &|_, _, _| {},
+    };
+    let c = convert(s.as_mut(), &Platform::default(), d.as_mut(), &req).unwrap();
+    let mut resources = vec![c.manifest.seal.key.clone()];
+    resources.extend(c.manifest.secrets.iter().map(|s| s.uri.clone()));
+    let rv = ReferenceValues {
+        workload_digest: c.workload_digest.to_string(),
+        launcher_digest: c.manifest.launcher.to_string(),
+        signer: c.signer.to_string(),
+        resources,
+    };
+    Sealed { dir, key, rv }
+}
+
+fn key_hex(k: &ImageKey, dir: &Path) -> Vec<u8> {
+    let p = dir.join("k.hex");
+    k.write(&p).unwrap();
+    let b = std::fs::read(&p).unwrap();
+    std::fs::remove_file(p).unwrap();
+    b
+}
+
+/// Registers the image key and reference values of `s` with the KBS.
+fn provision(kbs: &KbsHarness, s: &Sealed) {
+    let uri = &s.rv.resources[0];
+    kbs.admin
+        .put_resource(uri, &key_hex(&s.key, kbs.dir.path()))
+        .unwrap();
+    kbs.admin.add_reference_values(&s.rv).unwrap();
+}
+
+// ------------------------------------------------------------------ run --
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn options(s: &Sealed, kbs: &KbsHarness, state: &Path) -> RunOptions {
+    RunOptions {
+        image: s.image(),
+        transport: TransportOptions::default(),
+        kbs_url: kbs.base.clone(),
+        sim_dir: Some(kbs.dir.path().join("sim")),
+        ports: Vec::new(),
+        volumes: Vec::new(),
+        env: Vec::new(),
+        name: None,
+        state_root: state.to_path_buf(),
+        kbs_retry_secs: Some(3),
+    }
+}
+
+fn run_bundle(b: &Bundle, out_dir: &Path) -> Run {
+    let (o, e) = (out_dir.join("stdout"), out_dir.join("stderr"));
+    let code = b
+        .run_with(
+            Stdio::from(std::fs::File::create(&o).unwrap()),
+            Stdio::from(std::fs::File::create(&e).unwrap()),
+        )
+        .unwrap();
+    let r = Run {
+        code,
+        stdout: std::fs::read_to_string(&o).unwrap(),
+        stderr: std::fs::read_to_string(&e).unwrap(),
+    };
+    eprintln!(
+        "exit {}\n--- stdout\n{}--- stderr\n{}",
+        r.code, r.stdout, r.stderr
+    );
+    r
+}
+
+/// Finds `needle` in any file under `dir` (following no symlinks).
+fn grep_tree(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let ft = e.file_type().unwrap();
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file() {
+                if let Ok(b) = std::fs::read(e.path()) {
+                    if b.windows(needle.len()).any(|w| w == needle) {
+                        hits.push(e.path());
+                    }
+                }
+            }
+        }
+    }
+    hits
+}
+
+// ----------------------------------------------------------- workloads --
+
+const SCRIPT_TAG: &str = "script";
+const ENC_TEXT: &[u8] = b"TOP-SECRET-PAYLOAD-7f3a9c enc file\n";
+
+/// busybox with a script as command and an encrypted file.
+fn busybox_script(work: &Path, script: &str) -> String {
+    let layout = work.join("src");
+    derive(
+        &cocoon_testkit::fixture("busybox"),
+        "latest",
+        &layout,
+        SCRIPT_TAG,
+        |c| {
+            c["Cmd"] = json!([script]);
+        },
+        Some(tar_of(&[("enc/data.txt", ENC_TEXT)])),
+    );
+    format!("oci:{}:{SCRIPT_TAG}", layout.display())
+}
+
+#[test]
+fn busybox_output_exit_code_env_and_secrets_pass_through() {
+    let _g = serial();
+    let kbs = start_kbs();
+    let work = tempfile::tempdir().unwrap();
+    let src = busybox_script(
+        work.path(),
+        "echo \"out:$FOO:$GREETING:$EXTRA\"; cat /run/secrets/token; echo; cat /enc/data.txt; \
+         echo \"uid=$(id -u) pid=$$ host=$(hostname)\"; ls /data; exit 7",
+    );
+    let s = seal(
+        &src,
+        &["/enc"],
+        vec![
+            SecretRef {
+                uri: "kbs:///app/env/greeting".into(),
+                env: Some("GREETING".into()),
+                path: None,
+            },
+            SecretRef {
+                uri: "kbs:///app/file/token".into(),
+                env: None,
+                path: Some("/run/secrets/token".into()),
+            },
+        ],
+    );
+    provision(&kbs, &s);
+    kbs.admin
+        .put_resource("kbs:///app/env/greeting", b"hello-from-kbs")
+        .unwrap();
+    kbs.admin
+        .put_resource("kbs:///app/file/token", b"file-secret-42")
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let vol = tempfile::tempdir().unwrap();
+    std::fs::write(vol.path().join("volume-file"), b"x").unwrap();
+    let mut o = options(&s, &kbs, state.path());
+    o.env = vec!["EXTRA=from-e".into()];
+    o.volumes = vec![VolumeSpec {
+        host: vol.path().into(),
+        path: "/data".into(),
+        readonly: true,
+    }];
+    o.name = Some("bb-e2e".into());
+    let mut b = prepare(&o).unwrap();
+    let r = run_bundle(&b, work.path());
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    assert!(
+        r.stdout.contains("out:bar:hello-from-kbs:from-e"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("file-secret-42"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("TOP-SECRET-PAYLOAD-7f3a9c"),
+        "{}",
+        r.stdout
+    );
+    // The app is not PID 1 (the launcher is), runs as the image's user (root).
+    assert!(
+        r.stdout.contains("uid=0 pid=") && r.stdout.contains("host=bb-e2e"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("pid=1 "), "{}", r.stdout);
+    assert!(r.stdout.contains("volume-file"), "{}", r.stdout);
+    // No plaintext of the encrypted path (or of the secrets) in the bundle.
+    for needle in [
+        &b"TOP-SECRET-PAYLOAD-7f3a9c"[..],
+        b"file-secret-42",
+        b"hello-from-kbs",
+    ] {
+        assert!(grep_tree(state.path(), needle).is_empty());
+    }
+    b.remove().unwrap();
+    assert!(!state.path().join("bb-e2e").exists());
+}
+
+#[test]
+fn nginx_serves_default_page_and_encrypted_file() {
+    let _g = serial();
+    let kbs = start_kbs();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("src");
+    let page = b"<html>SEALED-NGINX-PAGE-51c2</html>\n";
+    derive(
+        &cocoon_testkit::fixture("debian"),
+        "nginx",
+        &layout,
+        "web",
+        |_| {},
+        Some(tar_of(&[("var/www/html/secret/page.html", page)])),
+    );
+    let s = seal(
+        &format!("oci:{}:web", layout.display()),
+        &["/var/www"],
+        vec![],
+    );
+    provision(&kbs, &s);
+    let state = tempfile::tempdir().unwrap();
+    let mut o = options(&s, &kbs, state.path());
+    o.name = Some("nginx-e2e".into());
+    let b = prepare(&o).unwrap();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let get = |p: &str| -> Option<(u16, String)> {
+        let mut r = agent.get(&format!("http://127.0.0.1:80{p}")).call().ok()?;
+        Some((r.status().as_u16(), r.body_mut().read_to_string().ok()?))
+    };
+    std::thread::scope(|sc| {
+        let runner = sc.spawn(|| run_bundle(&b, work.path()));
+        let t0 = Instant::now();
+        let mut page1 = None;
+        while t0.elapsed() < Duration::from_secs(60) && !runner.is_finished() {
+            if let Some(x) = get("/") {
+                page1 = Some(x);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let (st, body) = page1.expect("nginx never answered");
+        assert_eq!(st, 200);
+        assert!(body.contains("Welcome to nginx"), "{body}");
+        let (st, body) = get("/secret/page.html").unwrap();
+        assert_eq!(st, 200);
+        assert!(body.contains("SEALED-NGINX-PAGE-51c2"));
+        // During the run: nothing of the encrypted path on the host's disk.
+        assert!(grep_tree(state.path(), b"SEALED-NGINX-PAGE-51c2").is_empty());
+        assert!(grep_tree(state.path(), b"Welcome to nginx").is_empty());
+        b.kill(libc::SIGTERM).unwrap();
+        let r = runner.join().unwrap();
+        assert_eq!(r.code, 0, "nginx exits cleanly on SIGTERM: {}", r.stderr);
+    });
+    drop(b);
+    assert!(!state.path().join("nginx-e2e").exists());
+}
+
+#[test]
+fn redis_answers_set_and_get() {
+    let _g = serial();
+    let kbs = start_kbs();
+    let work = tempfile::tempdir().unwrap();
+    let s = seal(
+        &format!("oci:{}:redis", cocoon_testkit::fixture("debian").display()),
+        &["/usr/bin"],
+        vec![],
+    );
+    provision(&kbs, &s);
+    let state = tempfile::tempdir().unwrap();
+    let mut o = options(&s, &kbs, state.path());
+    o.name = Some("redis-e2e".into());
+    let b = prepare(&o).unwrap();
+    std::thread::scope(|sc| {
+        let runner = sc.spawn(|| run_bundle(&b, work.path()));
+        let t0 = Instant::now();
+        let mut conn = None;
+        while t0.elapsed() < Duration::from_secs(60) && !runner.is_finished() {
+            if let Ok(c) = std::net::TcpStream::connect("127.0.0.1:6379") {
+                conn = Some(c);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut c = conn.expect("redis never listened");
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        use std::io::{Read, Write};
+        let mut ask = |cmd: &[u8]| -> String {
+            c.write_all(cmd).unwrap();
+            let mut buf = [0u8; 256];
+            let n = c.read(&mut buf).unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        assert_eq!(
+            ask(b"*3\r\n$3\r\nSET\r\n$5\r\nsealk\r\n$6\r\nsealed\r\n"),
+            "+OK\r\n"
+        );
+        assert_eq!(
+            ask(b"*2\r\n$3\r\nGET\r\n$5\r\nsealk\r\n"),
+            "$6\r\nsealed\r\n"
+        );
+        b.kill(libc::SIGTERM).unwrap();
+        let r = runner.join().unwrap();
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    });
+}
+
+#[test]
+fn python_prints_secrets_and_reads_an_encrypted_file() {
+    let _g = serial();
+    let kbs = start_kbs();
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("src");
+    let script = b"import os\nprint('env secret:', os.environ['API_TOKEN'])\n\
+print('file secret:', open('/etc/app/db-password').read())\n\
+print('model:', open('/models/weights.txt').read().strip())\n";
+    derive(
+        &cocoon_testkit::fixture("debian"),
+        "python",
+        &layout,
+        "app",
+        |c| c["Cmd"] = json!(["python3", "/app/main.py"]),
+        Some(tar_of(&[
+            ("app/main.py", script),
+            ("models/weights.txt", b"WEIGHTS-0xC0C00N"),
+        ])),
+    );
+    let s = seal(
+        &format!("oci:{}:app", layout.display()),
+        &["/models", "/app"],
+        vec![
+            SecretRef {
+                uri: "kbs:///py/env/token".into(),
+                env: Some("API_TOKEN".into()),
+                path: None,
+            },
+            SecretRef {
+                uri: "kbs:///py/file/db".into(),
+                env: None,
+                path: Some("/etc/app/db-password".into()),
+            },
+        ],
+    );
+    provision(&kbs, &s);
+    kbs.admin
+        .put_resource("kbs:///py/env/token", b"tok-123")
+        .unwrap();
+    kbs.admin
+        .put_resource("kbs:///py/file/db", b"pw-456")
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let b = prepare(&options(&s, &kbs, state.path())).unwrap();
+    assert!(grep_tree(state.path(), b"WEIGHTS-0xC0C00N").is_empty());
+    let r = run_bundle(&b, work.path());
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("env secret: tok-123"), "{}", r.stdout);
+    assert!(r.stdout.contains("file secret: pw-456"), "{}", r.stdout);
+    assert!(r.stdout.contains("model: WEIGHTS-0xC0C00N"), "{}", r.stdout);
+}
+
+// ------------------------------------------------------------ refusals --
+
+const MARK: &str = "APP-STARTED-MARKER";
+
+/// Runs a sealed busybox printing MARK after `tamper(bundle)`; asserts the
+/// launcher refused with `expect` in its one error line and the app never ran.
+fn refused(
+    kbs: &KbsHarness,
+    s: &Sealed,
+    tweak: impl FnOnce(&mut RunOptions),
+    tamper: impl FnOnce(&Path),
+    expect: &str,
+) {
+    let state = tempfile::tempdir().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let mut o = options(s, kbs, state.path());
+    tweak(&mut o);
+    let b = prepare(&o).unwrap();
+    tamper(&b.rootfs());
+    let r = run_bundle(&b, work.path());
+    assert_ne!(r.code, 0);
+    assert!(!r.stdout.contains(MARK), "the app ran: {}", r.stdout);
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("cocoon-launcher: error: "))
+        .unwrap_or_else(|| panic!("no error line in {:?}", r.stderr));
+    assert!(line.contains(expect), "{line:?} does not say {expect:?}");
+}
+
+fn marker_image(work: &Path) -> String {
+    busybox_script(work, &format!("echo {MARK}; cat /enc/data.txt"))
+}
+
+#[test]
+fn tampered_images_are_refused_before_the_app_starts() {
+    let _g = serial();
+    let kbs = start_kbs();
+    let work = tempfile::tempdir().unwrap();
+    let s = seal(&marker_image(work.path()), &["/enc"], vec![]);
+    provision(&kbs, &s);
+    // Sanity: untampered, it runs.
+    {
+        let state = tempfile::tempdir().unwrap();
+        let b = prepare(&options(&s, &kbs, state.path())).unwrap();
+        let r = run_bundle(&b, work.path());
+        assert_eq!(r.code, 0);
+        assert!(r.stdout.contains(MARK) && r.stdout.contains("TOP-SECRET-PAYLOAD"));
+    }
+    let blob = |r: &Path| r.join("cocoon/sealed.blob");
+    // A flipped byte in the blob's index.
+    refused(
+        &kbs,
+        &s,
+        |_| {},
+        |r| {
+            let mut b = std::fs::read(blob(r)).unwrap();
+            let n = b.len() - 30;
+            b[n] ^= 1;
+            std::fs::write(blob(r), b).unwrap();
+        },
+        "the index does not match the header",
+    );
+    // A flipped byte in the header.
+    refused(
+        &kbs,
+        &s,
+        |_| {},
+        |r| {
+            let mut b = std::fs::read(blob(r)).unwrap();
+            b[130] ^= 1;
+            std::fs::write(blob(r), b).unwrap();
+        },
+        "unlocking the sealed tree",
+    );
+    // Changed entrypoint / env / user in the manifest.
+    for (from, to) in [
+        ("\"/bin/sh\"", "\"/bin/ash\""),
+        ("FOO=bar", "FOO=baz"),
+        ("\"user\":\"\"", "\"user\":\"1\""),
+    ] {
+        refused(
+            &kbs,
+            &s,
+            |_| {},
+            |r| {
+                let p = r.join("cocoon/manifest.json");
+                let m = std::fs::read_to_string(&p).unwrap();
+                assert!(m.contains(from), "{from} not in manifest");
+                std::fs::write(&p, m.replacen(from, to, 1)).unwrap();
+            },
+            "is not the one the owner signed",
+        );
+    }
+    // Another image's sealed blob (same launcher, other content).
+    let work2 = tempfile::tempdir().unwrap();
+    let other = seal(
+        &busybox_script(work2.path(), "echo other"),
+        &["/enc"],
+        vec![],
+    );
+    let other_blob = other.dir.path().to_path_buf();
+    refused(
+        &kbs,
+        &s,
+        |_| {},
+        |r| {
+            let st = tempfile::tempdir().unwrap();
+            let mut o = RunOptions {
+                image: other.image(),
+                ..options(&s, &kbs, st.path())
+            };
+            o.name = Some("other".into());
+            let ob = prepare(&o).unwrap();
+            std::fs::copy(blob(&ob.rootfs()), blob(r)).unwrap();
+            let _ = other_blob;
+        },
+        "unlocking the sealed tree",
+    );
+    // A different launcher binary.
+    refused(
+        &kbs,
+        &s,
+        |_| {},
+        |r| {
+            let p = r.join("cocoon/launcher");
+            let mut l = std::fs::read(&p).unwrap();
+            l.extend_from_slice(b"\0evil");
+            std::fs::write(&p, l).unwrap();
+        },
+        "is not the launcher the workload manifest names",
+    );
+}
+
+#[test]
+fn kbs_refusals_are_clear_and_the_app_never_starts() {
+    let _g = serial();
+    let kbs = start_kbs();
+    let work = tempfile::tempdir().unwrap();
+    let s = seal(&marker_image(work.path()), &["/enc"], vec![]);
+    // Key stored but no reference values: the policy does not allow the workload.
+    kbs.admin
+        .put_resource(&s.rv.resources[0], &key_hex(&s.key, kbs.dir.path()))
+        .unwrap();
+    refused(&kbs, &s, |_| {}, |_| {}, "policy denies");
+    kbs.admin.add_reference_values(&s.rv).unwrap();
+    // A sim root the KBS does not trust.
+    let rogue = tempfile::tempdir().unwrap();
+    sim::init(rogue.path()).unwrap();
+    refused(
+        &kbs,
+        &s,
+        |o| o.sim_dir = Some(rogue.path().into()),
+        |_| {},
+        "evidence refused",
+    );
+    // KBS unreachable.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    refused(
+        &kbs,
+        &s,
+        |o| {
+            o.kbs_url = format!("http://127.0.0.1:{port}");
+            o.kbs_retry_secs = Some(2);
+        },
+        |_| {},
+        "unreachable after",
+    );
+    // A wrong image key in the KBS.
+    let wrong = ImageKey::generate().unwrap();
+    kbs.admin
+        .put_resource(&s.rv.resources[0], &key_hex(&wrong, kbs.dir.path()))
+        .unwrap();
+    refused(&kbs, &s, |_| {}, |_| {}, "wrong image key");
+    // -e may not steer the dynamic loader.
+    kbs.admin
+        .put_resource(&s.rv.resources[0], &key_hex(&s.key, kbs.dir.path()))
+        .unwrap();
+    refused(
+        &kbs,
+        &s,
+        |o| o.env = vec!["LD_PRELOAD=/x.so".into()],
+        |_| {},
+        "LD_PRELOAD",
+    );
+}
