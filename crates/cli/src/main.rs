@@ -38,6 +38,8 @@ enum Command {
     Attest(cmd::attest::Args),
     /// Manage the software TEE used for development.
     Sim(cmd::sim::Args),
+    /// Run a sealed image under runc (attest, unlock, start the app).
+    Run(cmd::run::Args),
     /// Run the key broker service, or administer one.
     Kbs(cmd::kbs::Args),
 }
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
         Command::Unpack(args) => cmd::unpack::run(args),
         Command::Attest(args) => cmd::attest::run(args),
         Command::Sim(args) => cmd::sim::run(args),
+        Command::Run(args) => cmd::run::run(args),
         Command::Kbs(args) => cmd::kbs::run(args),
     };
     match result {

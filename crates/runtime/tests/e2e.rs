@@ -57,7 +57,6 @@ fn launcher() -> Vec<u8> {
 struct KbsHarness {
     base: String,
     admin: AdminClient,
-    sim: SimPlatform,
     dir: tempfile::TempDir,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -76,7 +75,7 @@ impl Drop for KbsHarness {
 
 fn start_kbs() -> KbsHarness {
     let dir = tempfile::tempdir().unwrap();
-    let sim = sim::init(&dir.path().join("sim")).unwrap();
+    let sim: SimPlatform = sim::init(&dir.path().join("sim")).unwrap();
     let admin_key = dir.path().join("admin.pem");
     let admin_pub = cocoon_kbs::admin::keygen(&admin_key).unwrap();
     let mut cfg = Config::default();
@@ -109,7 +108,6 @@ fn start_kbs() -> KbsHarness {
     KbsHarness {
         base,
         admin,
-        sim,
         dir,
         stop: Some(tx),
         thread: Some(thread),

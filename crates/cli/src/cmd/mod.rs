@@ -8,6 +8,7 @@ pub mod inspect;
 pub mod kbs;
 pub mod keygen;
 pub mod measure;
+pub mod run;
 pub mod sim;
 pub mod unpack;
 pub mod verify_image;
