@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Read};
+use std::sync::mpsc;
 
 use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, Result};
@@ -32,21 +33,31 @@ pub fn flatten(
         let layer = Digest::try_from(desc.digest())?;
         let compression = Compression::of_layer(desc.media_type().as_ref(), &layer)?;
         let mut raw = src.blob(desc)?;
-        let decoded = compression.decoder(Box::new(&mut raw), &layer)?;
-        let mut applier = LayerApplier {
-            tree: &mut tree,
-            layer,
-            added: HashSet::new(),
-            next_inode: &mut next_inode,
-        };
-        let mut uncompressed = HashingReader::new(decoded);
-        applier.apply(&mut uncompressed, store, compression)?;
-        // Read what follows the end-of-archive marker, so both digests cover
-        // the whole stream.
         let corrupt = |e: io::Error| corrupt_or_ours(layer, compression, e);
-        io::copy(&mut uncompressed, &mut io::sink()).map_err(corrupt)?;
-        let (actual, _) = uncompressed.finish();
-        io::copy(&mut raw, &mut io::sink()).map_err(corrupt)?;
+        // Decompression runs on its own thread, a few MiB ahead of tar
+        // parsing and hashing: the two halves of the work overlap.
+        let actual = std::thread::scope(|scope| -> Result<Digest> {
+            let (tx, rx) = mpsc::sync_channel(PIPELINE_DEPTH);
+            let raw = &mut raw;
+            scope.spawn(move || decompress_into(compression, layer, raw, tx));
+            let mut uncompressed = HashingReader::new(ChannelReader {
+                rx,
+                chunk: Vec::new(),
+                pos: 0,
+            });
+            let mut applier = LayerApplier {
+                tree: &mut tree,
+                layer,
+                added: HashSet::new(),
+                next_inode: &mut next_inode,
+            };
+            applier.apply(&mut uncompressed, store, compression)?;
+            // Read what follows the end-of-archive marker (and any error the
+            // compressed stream's own check reports), so both digests cover
+            // the whole stream.
+            io::copy(&mut uncompressed, &mut io::sink()).map_err(corrupt)?;
+            Ok(uncompressed.finish().0)
+        })?;
         if actual != diff_id {
             return Err(Error::BlobMismatch {
                 blob: layer,
@@ -55,6 +66,67 @@ pub fn flatten(
         }
     }
     Ok(tree)
+}
+
+/// Decompressed blocks in flight between the decompressing thread and the
+/// tar reader.
+const PIPELINE_DEPTH: usize = 4;
+const BLOCK: usize = 1 << 20;
+
+/// Decompresses `raw` into `tx` in blocks, then reads `raw` to its end so
+/// that its digest check runs; any error goes down the channel.
+fn decompress_into(
+    compression: Compression,
+    layer: Digest,
+    raw: &mut (dyn Read + Send),
+    tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
+) {
+    let result = (|| -> io::Result<()> {
+        let mut decoded = compression
+            .decoder(Box::new(&mut *raw), &layer)
+            .map_err(Error::into_io)?;
+        loop {
+            let mut block = vec![0u8; BLOCK];
+            let n = decoded.read(&mut block)?;
+            if n == 0 {
+                break;
+            }
+            block.truncate(n);
+            if tx.send(Ok(block)).is_err() {
+                return Ok(()); // the reader gave up; its error wins
+            }
+        }
+        drop(decoded);
+        io::copy(raw, &mut io::sink()).map(|_| ())
+    })();
+    if let Err(e) = result {
+        let _ = tx.send(Err(e));
+    }
+}
+
+/// Reads the blocks a decompressing thread sends.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(block) => {
+                    self.chunk = block?;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0), // sender done: end of stream
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// An I/O error met while reading a layer: one of ours passed through the

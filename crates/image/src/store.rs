@@ -122,12 +122,13 @@ impl ContentStore for PackStore {
             pos += n as u64;
         }
         let (digest, size) = hashing.finish();
-        if self.index.contains_key(&digest) {
+        match self.index.entry(digest) {
             // Already stored: forget the copy just written.
-            self.file.set_len(start)?;
-        } else {
-            self.index.insert(digest, (start, size));
-            self.end = pos;
+            std::collections::hash_map::Entry::Occupied(_) => self.file.set_len(start)?,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert((start, size));
+                self.end = pos;
+            }
         }
         Ok((digest, size))
     }

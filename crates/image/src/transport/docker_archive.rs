@@ -428,7 +428,7 @@ impl ImageSource for DockerArchiveSource {
         })
     }
 
-    fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn Read + '_>> {
+    fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         let digest = Digest::try_from(desc.digest())?;
         let span = *self.blobs.get(&digest).ok_or_else(|| Error::MissingBlob {
             blob: digest,

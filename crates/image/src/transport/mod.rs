@@ -52,7 +52,7 @@ pub trait ImageSource {
     /// Opens a blob (config or layer). The reader fails with
     /// [`Error::BlobMismatch`] at the end of the stream if the content does not
     /// match the descriptor, so callers must read it to the end.
-    fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn Read + '_>>;
+    fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>>;
 }
 
 /// Writes one image. Blobs come first, the manifest last; the image becomes

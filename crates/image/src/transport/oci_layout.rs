@@ -126,7 +126,7 @@ impl ImageSource for OciLayoutSource {
         self.read_manifest(desc)
     }
 
-    fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn Read + '_>> {
+    fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         let digest = Digest::try_from(desc.digest())?;
         let path = blob_path(&self.dir, &digest);
         let file = File::open(&path).map_err(|e| match e.kind() {

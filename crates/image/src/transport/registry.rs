@@ -643,7 +643,7 @@ impl ImageSource for RegistrySource {
         Ok(m)
     }
 
-    fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn Read + '_>> {
+    fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         let digest = Digest::try_from(desc.digest())?;
         let url = self.client.url(&format!("blobs/{digest}"));
         let resp = self.client.call(Method::GET, &url, &[], Payload::None)?;
