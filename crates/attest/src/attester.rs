@@ -219,11 +219,13 @@ pub(crate) fn http_get(
         .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    write!(
-        s,
+    // One write: a request split over several segments can be answered and
+    // closed by the server after the first, resetting the connection.
+    let req = format!(
         "GET {path_query} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nAccept: */*\r\n\r\n"
-    )
-    .map_err(|e| format!("send: {e}"))?;
+    );
+    s.write_all(req.as_bytes())
+        .map_err(|e| format!("send: {e}"))?;
     let mut buf = Vec::new();
     s.take(64 << 20)
         .read_to_end(&mut buf)

@@ -78,9 +78,18 @@ fn fake_guest_api(status: u16, count: usize) -> (String, std::thread::JoinHandle
         let mut seen = Vec::new();
         for _ in 0..count {
             let (mut s, _) = l.accept().unwrap();
+            // Read the whole request head before answering: closing with
+            // unread input would reset the connection.
+            let mut head = Vec::new();
             let mut buf = [0u8; 4096];
-            let n = s.read(&mut buf).unwrap();
-            let req = String::from_utf8_lossy(&buf[..n]).to_string();
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap();
+                if n == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..n]);
+            }
+            let req = String::from_utf8_lossy(&head).to_string();
             let target = req.split(' ').nth(1).unwrap_or("").to_string();
             let body = format!("EV:{target}");
             write!(
