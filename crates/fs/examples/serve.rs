@@ -1,13 +1,16 @@
 //! Seals a one-file image in-process and serves it through FUSE, for
 //! `bench/fs.sh`: `serve FILE MOUNTPOINT` puts FILE at `/data/file` of a
 //! sealed image (every path encrypted), mounts it at MOUNTPOINT, prints
-//! `ready`, and unmounts when its standard input closes. `COCOON_CHUNK_SIZE`
-//! sets the chunk size (default 128 KiB).
+//! `ready`, and unmounts when its standard input closes. A line `drop` on
+//! standard input empties the server's chunk cache (answered `dropped`), for
+//! cold-cache measurements. `COCOON_CHUNK_SIZE` sets the chunk size (default
+//! 128 KiB); `COCOON_CHUNK_CACHE_MIB`, `COCOON_PREFETCH_THREADS` and
+//! `COCOON_FUSE_THREADS` override `ReadOptions::default()`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::io::Read;
+use std::io::{BufRead, Write};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -31,13 +34,35 @@ fn main() {
         .unwrap_or(cocoon_seal::manifest::DEFAULT_CHUNK_SIZE);
     let sealed = common::seal_with(&image, chunk_size);
     drop(src);
-    let handle = cocoon_fs::mount(
+    let env = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    let mut read = cocoon_fs::ReadOptions::default();
+    if let Some(mib) = env("COCOON_CHUNK_CACHE_MIB") {
+        read.chunk_cache_bytes = mib << 20;
+    }
+    if let Some(n) = env("COCOON_PREFETCH_THREADS") {
+        read.prefetch_threads = n as usize;
+    }
+    if let Some(n) = env("COCOON_FUSE_THREADS") {
+        read.fuse_threads = n as usize;
+    }
+    let handle = cocoon_fs::mount_with(
         sealed.tree.clone(),
         std::path::Path::new(&args[2]),
         cocoon_fs::MountOptions::default(),
+        read,
     )
     .expect("mounting");
     println!("ready");
-    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    for line in std::io::stdin().lock().lines() {
+        match line {
+            Ok(l) if l.trim() == "drop" => {
+                handle.drop_chunk_cache();
+                println!("dropped");
+                let _ = std::io::stdout().flush();
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
     handle.unmount().expect("unmounting");
 }

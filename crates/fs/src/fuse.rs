@@ -18,6 +18,7 @@ use fuser::{
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
+use crate::cache::{ChunkCache, Prefetcher};
 use crate::ns::{DirLine, NewKind, Ns, ReadPlan, Res};
 
 /// How long the kernel may cache attributes and names. Every change goes
@@ -28,6 +29,8 @@ const TTL: Duration = Duration::from_secs(1);
 const GENERATION: Generation = Generation(0);
 /// Statfs block size.
 const BLOCK: u64 = 4096;
+/// How many chunks past a sequential read the prefetch threads load.
+const PREFETCH_CHUNKS: u64 = 16;
 
 fn errno(e: i32) -> Errno {
     Errno::from_i32(e)
@@ -39,15 +42,38 @@ pub(crate) struct SealedFs {
     ns: RwLock<Ns>,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirLine>>>>,
     next_fh: AtomicU64,
+    chunks: Arc<ChunkCache>,
+    prefetch: Prefetcher,
+    /// Where the last read of each lower file ended (sequential detection).
+    last_end: Mutex<HashMap<u64, u64>>,
+}
+
+/// The chunk size of a file of `size` bytes in `count` chunks: the one
+/// power of two `cs` with `(count - 1) * cs < size <= count * cs` (the
+/// reader checked `count == size.div_ceil(chunk size)` at unlock). A
+/// one-chunk file is one span.
+fn chunk_span(size: u64, count: u64) -> u64 {
+    if count <= 1 {
+        return size.max(1);
+    }
+    size.div_ceil(count).next_power_of_two()
 }
 
 impl SealedFs {
-    pub(crate) fn new(tree: Arc<UnlockedTree>, ns: Ns) -> SealedFs {
+    pub(crate) fn new(
+        tree: Arc<UnlockedTree>,
+        ns: Ns,
+        chunks: Arc<ChunkCache>,
+        prefetch_threads: usize,
+    ) -> SealedFs {
         SealedFs {
             tree,
             ns: RwLock::new(ns),
             dirs: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            prefetch: Prefetcher::start(chunks.clone(), prefetch_threads),
+            chunks,
+            last_end: Mutex::new(HashMap::new()),
         }
     }
 
@@ -107,31 +133,62 @@ impl SealedFs {
         }
     }
 
-    /// Reads a lower file's range through the verifying reader.
+    /// Reads a lower file's range, chunk by chunk, from verified chunks:
+    /// cached ones, or read and checked now. `direct` (an `O_DIRECT` open)
+    /// bypasses the chunk cache as it bypasses the page cache: every chunk
+    /// is read from the blob and checked again. A sequential reader gets the
+    /// next chunks loaded ahead by the prefetch threads.
     fn read_lower(
         &self,
+        ino: u64,
         data: cocoon_seal::index::DataRef,
         size: u64,
         offset: u64,
         len: u32,
+        direct: bool,
     ) -> Res<Vec<u8>> {
-        let want = (len as u64).min(size.saturating_sub(offset));
-        let mut buf = vec![0u8; usize::try_from(want).map_err(|_| libc::EINVAL)?];
-        let mut done = 0;
-        while done < buf.len() {
-            match self
-                .tree
-                .read_at(data, size, offset + done as u64, &mut buf[done..])
-            {
-                Ok(0) => break,
-                Ok(n) => done += n,
-                Err(e) => {
-                    log::error!("refusing a read of sealed content: {e}");
-                    return Err(libc::EIO);
-                }
-            }
+        let want = u64::from(len).min(size.saturating_sub(offset));
+        if want == 0 {
+            return Ok(Vec::new());
         }
-        buf.truncate(done);
+        let span = chunk_span(size, data.count);
+        let end = offset + want;
+        let (c0, c1) = (offset / span, (end - 1) / span);
+        if !direct {
+            let sequential = {
+                let mut last = self.last_end.lock().unwrap_or_else(PoisonError::into_inner);
+                if last.len() > 4096 {
+                    last.clear();
+                }
+                let prev = last.insert(ino, end);
+                prev == Some(offset) || u64::from(len) >= span
+            };
+            // The request's own later chunks load in parallel with its first.
+            let ahead = if sequential { PREFETCH_CHUNKS } else { 0 };
+            let stop = (c1 + 1 + ahead).min(data.count);
+            self.prefetch.queue(data.first + c0 + 1, data.first + stop);
+        }
+        let mut buf = Vec::with_capacity(usize::try_from(want).map_err(|_| libc::EINVAL)?);
+        for c in c0..=c1 {
+            let n = data.first + c;
+            let got = if direct {
+                self.chunks.read_checked(n).map(Arc::new)
+            } else {
+                self.chunks.get(n)
+            };
+            let chunk = got.map_err(|e| {
+                log::error!("refusing a read of sealed content: {e}");
+                libc::EIO
+            })?;
+            let base = c * span;
+            let from = usize::try_from(offset.max(base) - base).map_err(|_| libc::EIO)?;
+            let to = usize::try_from(end.min(base + span) - base).map_err(|_| libc::EIO)?;
+            let Some(bytes) = chunk.get(from..to) else {
+                log::error!("refusing a read of sealed content: chunk {n} is short");
+                return Err(libc::EIO);
+            };
+            buf.extend_from_slice(bytes);
+        }
         Ok(buf)
     }
 }
@@ -328,14 +385,17 @@ impl Filesystem for SealedFs {
         _fh: FileHandle,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
         let plan = self.ns().read_plan(ino.0, offset, size);
         let data = match plan {
             Ok(ReadPlan::Bytes(b)) => Ok(b),
-            Ok(ReadPlan::Lower { data, size: len }) => self.read_lower(data, len, offset, size),
+            Ok(ReadPlan::Lower { data, size: len }) => {
+                let direct = flags.0 & libc::O_DIRECT != 0;
+                self.read_lower(ino.0, data, len, offset, size, direct)
+            }
             Err(e) => Err(e),
         };
         match data {

@@ -8,7 +8,9 @@
 //! - file content read lazily: each read verifies and decrypts only the
 //!   chunks it touches, and a chunk that fails verification is an `EIO`,
 //!   never wrong bytes; verified content stays in the kernel page cache
-//!   (`FOPEN_KEEP_CACHE`);
+//!   (`FOPEN_KEEP_CACHE`) and verified chunks in a bounded cache of the
+//!   server ([`ReadOptions::chunk_cache_bytes`]), loaded ahead of
+//!   sequential readers by a few threads;
 //! - a writable layer held only in memory (copy-up on write, capped by
 //!   [`MountOptions::upper_limit_bytes`], `ENOSPC` beyond), so nothing an
 //!   app writes ever reaches the host's disk;
@@ -19,6 +21,7 @@
 //!
 //! See `docs/fs.md` for the design and its limits.
 
+mod cache;
 mod error;
 mod fuse;
 mod ns;
@@ -81,6 +84,39 @@ impl std::fmt::Debug for MountOptions {
     }
 }
 
+/// How reads of sealed content are served (see `docs/fs.md`). Kept apart
+/// from [`MountOptions`] so that callers building that struct field by field
+/// keep compiling; [`mount`] uses [`ReadOptions::default`].
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    /// Bytes of verified, decrypted chunks kept in memory (least recently
+    /// used evicted first), so that small reads of one chunk verify and
+    /// decrypt it once. 0 turns the cache and prefetching off: every read
+    /// then verifies the chunks it touches.
+    pub chunk_cache_bytes: u64,
+    /// Threads that load the next chunks of sequentially read files (and
+    /// the later chunks of a large request) in parallel.
+    pub prefetch_threads: usize,
+    /// Threads answering FUSE requests (the kernel sends reads of one
+    /// file in parallel). More than the CPUs measured slower.
+    pub fuse_threads: usize,
+}
+
+impl Default for ReadOptions {
+    /// A 64 MiB chunk cache, 2 prefetch threads, one FUSE thread per CPU
+    /// (2 to 8).
+    fn default() -> Self {
+        ReadOptions {
+            chunk_cache_bytes: 64 << 20,
+            prefetch_threads: 2,
+            fuse_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .clamp(2, 8),
+        }
+    }
+}
+
 /// A mounted sealed tree, served by background threads. Dropping it
 /// detaches the mount (`MNT_DETACH`) like [`MountHandle::unmount`].
 #[derive(Debug)]
@@ -88,15 +124,26 @@ pub struct MountHandle {
     mountpoint: PathBuf,
     thread: Option<JoinHandle<std::io::Result<()>>>,
     mounted: bool,
+    chunks: Arc<cache::ChunkCache>,
 }
 
 /// Mounts `tree` at `mountpoint` (an existing directory) and serves it in
 /// background threads until the mount goes away. Needs `/dev/fuse` and
-/// CAP_SYS_ADMIN.
+/// CAP_SYS_ADMIN. Reads are served as [`ReadOptions::default`] says.
 pub fn mount(
     tree: Arc<UnlockedTree>,
     mountpoint: &Path,
     opts: MountOptions,
+) -> Result<MountHandle, Error> {
+    mount_with(tree, mountpoint, opts, ReadOptions::default())
+}
+
+/// [`mount`] with the given read tuning.
+pub fn mount_with(
+    tree: Arc<UnlockedTree>,
+    mountpoint: &Path,
+    opts: MountOptions,
+    read: ReadOptions,
 ) -> Result<MountHandle, Error> {
     let mut ns = ns::Ns::from_tree(&tree, opts.upper_limit_bytes)?;
     let (uid, gid) = opts.files_owner;
@@ -110,18 +157,15 @@ pub fn mount(
     let mountpoint = std::fs::canonicalize(mountpoint).map_err(mount_err)?;
     let fd = sys::fuse_mount(&mountpoint, opts.allow_other).map_err(mount_err)?;
     // From here on the mount exists: `handle` detaches it on any failure.
+    let chunks = Arc::new(cache::ChunkCache::new(tree.clone(), read.chunk_cache_bytes));
     let mut handle = MountHandle {
         mountpoint,
         thread: None,
         mounted: true,
+        chunks: chunks.clone(),
     };
     let mut config = fuser::Config::default();
-    config.n_threads = Some(
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2)
-            .clamp(2, 8),
-    );
+    config.n_threads = Some(read.fuse_threads.clamp(1, 64));
     // Threads share the one /dev/fuse descriptor: nothing is reopened by
     // path later, so the launcher may chroot right after mount returns.
     config.clone_fd = false;
@@ -130,7 +174,7 @@ pub fn mount(
     } else {
         fuser::SessionACL::Owner
     };
-    let fs = fuse::SealedFs::new(tree, ns);
+    let fs = fuse::SealedFs::new(tree, ns, chunks, read.prefetch_threads);
     let session = fuser::Session::from_fd(fs, fd, acl, config).map_err(|source| Error::Mount {
         mountpoint: handle.mountpoint.clone(),
         source,
@@ -153,6 +197,13 @@ impl MountHandle {
     /// chroot into it, this path no longer names it).
     pub fn mountpoint(&self) -> &Path {
         &self.mountpoint
+    }
+
+    /// Empties the server's cache of verified chunks, so that the next
+    /// reads verify and decrypt from the blob again (with the kernel's
+    /// `drop_caches`, a cold start; `bench/fs.sh` uses it).
+    pub fn drop_chunk_cache(&self) {
+        self.chunks.clear();
     }
 
     /// Detaches the mount (`MNT_DETACH`): new lookups fail at once, and
