@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 use zeroize::Zeroizing;
 
-use crate::crypto::{b64url, b64url_decode, fill_random, new_p256_key, p256_jwk};
+use crate::crypto::{b64url, b64url_decode, fill_random, p256_jwk};
 use crate::protocol::JweResponse;
 use crate::{Error, Result};
 
@@ -126,15 +126,29 @@ pub fn encrypt(key: &RecipientKey, plaintext: &[u8]) -> Result<JweResponse> {
     fill_random(cek.as_mut())?;
     let (header, encrypted_key) = match key {
         RecipientKey::P256(pk) => {
-            let eph = new_p256_key()?;
-            let shared =
-                p256::elliptic_curve::ecdh::diffie_hellman(eph.to_nonzero_scalar(), pk.as_affine());
-            let kek = concat_kdf_256(shared.raw_secret_bytes().as_slice(), ALG_ECDH_ES_A256KW);
+            // ECDH-ES with an ephemeral key, in ring (assembly P-256).
+            use p256::elliptic_curve::sec1::ToSec1Point;
+            use ring::agreement;
+            let rng = ring::rand::SystemRandom::new();
+            let eph = agreement::EphemeralPrivateKey::generate(&agreement::ECDH_P256, &rng)
+                .map_err(|_| Error::Internal("ephemeral key".into()))?;
+            let eph_pub = eph
+                .compute_public_key()
+                .map_err(|_| Error::Internal("ephemeral key".into()))?;
+            let eph_pub = p256::PublicKey::from_sec1_bytes(eph_pub.as_ref())
+                .map_err(|_| Error::Internal("ephemeral key".into()))?;
+            let peer = pk.to_sec1_point(false);
+            let kek = agreement::agree_ephemeral(
+                eph,
+                &agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, peer.as_bytes()),
+                |z| concat_kdf_256(z, ALG_ECDH_ES_A256KW),
+            )
+            .map_err(|_| Error::Internal("ECDH failed".into()))?;
             let wrapped = aes_kw::KekAes256::from(*kek)
                 .wrap_vec(cek.as_ref())
                 .map_err(|e| Error::Internal(format!("key wrap: {e}")))?;
             (
-                json!({"alg": ALG_ECDH_ES_A256KW, "enc": "A256GCM", "epk": p256_jwk(&eph.public_key())}),
+                json!({"alg": ALG_ECDH_ES_A256KW, "enc": "A256GCM", "epk": p256_jwk(&eph_pub)}),
                 wrapped,
             )
         }
@@ -240,6 +254,7 @@ pub fn decrypt(secret: RecipientSecret<'_>, jwe: &JweResponse) -> Result<Zeroizi
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::new_p256_key;
     use rsa::traits::PublicKeyParts;
 
     #[test]

@@ -28,6 +28,7 @@ pub mod protocol;
 pub mod reference;
 pub mod server;
 pub mod session;
+pub mod simcache;
 pub mod store;
 pub mod token;
 

@@ -28,15 +28,19 @@ pub fn thumbprint(pk: &p256::PublicKey) -> String {
     b64url(&sha256(canon.as_bytes()))
 }
 
+fn jwt_header(kid: &str) -> Value {
+    json!({"alg": "ES256", "typ": "JWT", "kid": kid})
+}
+
+fn jwt_part(v: &Value) -> Result<String> {
+    serde_json::to_vec(v)
+        .map(|b| b64url(&b))
+        .map_err(|e| Error::Internal(format!("encode JWT: {e}")))
+}
+
 /// Signs `claims` as a compact ES256 JWT with key id `kid`.
 pub fn sign_es256(key: &SigningKey, kid: &str, claims: &Value) -> Result<String> {
-    let header = json!({"alg": "ES256", "typ": "JWT", "kid": kid});
-    let enc = |v: &Value| {
-        serde_json::to_vec(v)
-            .map(|b| b64url(&b))
-            .map_err(|e| Error::Internal(format!("encode JWT: {e}")))
-    };
-    let signing_input = format!("{}.{}", enc(&header)?, enc(claims)?);
+    let signing_input = format!("{}.{}", jwt_part(&jwt_header(kid))?, jwt_part(claims)?);
     let sig: Signature = key.sign(signing_input.as_bytes());
     Ok(format!("{signing_input}.{}", b64url(&sig.to_bytes())))
 }
@@ -94,6 +98,9 @@ pub fn verify_es256(token: &str, keys: &[VerifyingKey], now: u64) -> Result<Valu
 /// The KBS token signer: an ES256 key, its key id, issuer and lifetime.
 pub struct TokenSigner {
     key: SigningKey,
+    /// The same key in ring, which signs about 10x faster than the p256
+    /// crate (assembly P-256); used for every EAR token.
+    fast: ring::signature::EcdsaKeyPair,
     kid: String,
     issuer: String,
     ttl_secs: u64,
@@ -110,13 +117,23 @@ impl std::fmt::Debug for TokenSigner {
 
 impl TokenSigner {
     /// A signer for `key`.
-    pub fn new(key: &p256::SecretKey, issuer: String, ttl_secs: u64) -> Self {
-        TokenSigner {
+    pub fn new(key: &p256::SecretKey, issuer: String, ttl_secs: u64) -> Result<Self> {
+        use p256::elliptic_curve::sec1::ToSec1Point;
+        let point = key.public_key().to_sec1_point(false);
+        let fast = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            key.to_bytes().as_slice(),
+            point.as_bytes(),
+            &ring::rand::SystemRandom::new(),
+        )
+        .map_err(|e| Error::Internal(format!("token key: {e}")))?;
+        Ok(TokenSigner {
+            fast,
             kid: thumbprint(&key.public_key()),
             key: SigningKey::from(key),
             issuer,
             ttl_secs,
-        }
+        })
     }
 
     /// The verifying key.
@@ -169,7 +186,13 @@ impl TokenSigner {
                 "ear.veraison.annotated-evidence": annotated,
             }},
         });
-        sign_es256(&self.key, &self.kid, &claims)
+        let (header, claims) = (jwt_part(&jwt_header(&self.kid))?, jwt_part(&claims)?);
+        let signing_input = format!("{header}.{claims}");
+        let sig = self
+            .fast
+            .sign(&ring::rand::SystemRandom::new(), signing_input.as_bytes())
+            .map_err(|e| Error::Internal(format!("sign token: {e}")))?;
+        Ok(format!("{signing_input}.{}", b64url(sig.as_ref())))
     }
 
     /// Verifies a token this signer issued and returns its annotated
@@ -214,7 +237,7 @@ mod tests {
     #[test]
     fn ear_round_trip_and_refusals() {
         let k = new_p256_key().unwrap();
-        let s = TokenSigner::new(&k, "kbs".into(), 300);
+        let s = TokenSigner::new(&k, "kbs".into(), 300).unwrap();
         let t = s.issue_ear(1000, "warning", true, json!({"a": 1})).unwrap();
         assert_eq!(s.verify_ear(&t, 1001).unwrap(), json!({"a": 1}));
         assert!(s
@@ -222,7 +245,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("expired"));
-        let other = TokenSigner::new(&new_p256_key().unwrap(), "kbs".into(), 300);
+        let other = TokenSigner::new(&new_p256_key().unwrap(), "kbs".into(), 300).unwrap();
         assert!(other.verify_ear(&t, 1001).is_err());
         let mut bad = t.clone();
         bad.push('A');
@@ -239,7 +262,7 @@ mod tests {
     #[test]
     fn alg_none_is_refused() {
         let k = new_p256_key().unwrap();
-        let s = TokenSigner::new(&k, "kbs".into(), 300);
+        let s = TokenSigner::new(&k, "kbs".into(), 300).unwrap();
         let h = b64url(br#"{"alg":"none"}"#);
         let c = b64url(br#"{"exp":99999999999}"#);
         assert!(verify_es256(&format!("{h}.{c}."), &[s.verifying_key()], 1).is_err());
