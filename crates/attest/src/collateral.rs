@@ -12,8 +12,9 @@
 //!   and DER CRLs.
 //! * Anything else (evidence files, READMEs) is skipped.
 //!
-//! Fetching from AMD KDS / Intel PCS is not built in: with no network the
-//! caller must supply the files (see docs/attestation.md).
+//! Optionally, [`crate::fetch::Fetcher`] adds the SEV-SNP VCEK from AMD KDS
+//! (through a cache); Intel PCS collateral must come from files (see
+//! docs/attestation.md).
 
 use std::path::{Path, PathBuf};
 

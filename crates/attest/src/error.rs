@@ -154,6 +154,14 @@ pub enum Error {
         /// Why.
         detail: String,
     },
+    /// Collateral could not be fetched (no network, or the service refused).
+    #[error("could not fetch collateral from {url}: {detail}; with no network, pass the collateral files with --collateral DIR instead")]
+    Fetch {
+        /// The URL (or URLs) tried.
+        url: String,
+        /// Why.
+        detail: String,
+    },
     /// No attester is available on this machine.
     #[error("no TEE found: none of {tried} is present; run inside a TEE, or use the sim TEE for testing (`cocoon sim init`)")]
     NoTee {

@@ -22,6 +22,7 @@ pub mod claims;
 pub mod collateral;
 pub mod dcap;
 pub mod error;
+pub mod fetch;
 pub mod sim;
 pub mod snp;
 mod time;

@@ -36,6 +36,16 @@ struct VerifyArgs {
     /// Verification time (RFC 3339); default: now.
     #[arg(long)]
     now: Option<String>,
+    /// Fetch collateral the files lack (the SNP VCEK from AMD KDS) into the
+    /// cache, reusing cached copies. DCAP collateral still comes from files.
+    #[arg(long)]
+    fetch: bool,
+    /// Cache directory for --fetch (default: ~/.cache/cocoon/collateral).
+    #[arg(long, value_name = "DIR", requires = "fetch")]
+    cache: Option<PathBuf>,
+    /// AMD KDS base URL for --fetch (a mirror or proxy).
+    #[arg(long, value_name = "URL", requires = "fetch", default_value = cocoon_attest::fetch::AMD_KDS)]
+    kds_url: String,
     /// Print the claims as JSON.
     #[arg(long)]
     json: bool,
@@ -114,8 +124,28 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(|s| parse_hex("--expect-init-data", s))
         .transpose()?;
+    let fetcher = if a.fetch {
+        let cache = match a
+            .cache
+            .clone()
+            .or_else(cocoon_attest::fetch::default_cache_dir)
+        {
+            Some(c) => c,
+            None => anyhow::bail!(
+                "--fetch needs a cache directory: HOME is not set, so pass --cache DIR"
+            ),
+        };
+        Some(cocoon_attest::fetch::Fetcher::new(cache).with_kds_base(&a.kds_url))
+    } else {
+        None
+    };
     let mut out = std::io::stdout().lock();
     for (name, ev) in inputs {
+        let mut collateral = collateral.clone();
+        if let Some(f) = &fetcher {
+            f.complete(a.tee, &ev, &mut collateral)
+                .with_context(|| name.clone())?;
+        }
         let claims = cocoon_attest::verify(a.tee, &ev, &collateral, now)
             .with_context(|| format!("{name} refused"))?;
         if let Some(rd) = &expect_rd {
