@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# The end-to-end demo of what cocoon does today (run by `make demo`):
-# measure a real Debian nginx image the same way over three transports,
-# push it to a real loopback registry, and show that one changed byte
-# changes the workload digest. Usage: scripts/demo.sh [COCOON_BINARY]
+# The end-to-end demo (run by `make demo`): measure a real Debian nginx image
+# the same way over three transports and a loopback registry; seal it; start
+# a KBS; run the sealed image under runc with the sim TEE, so that the key is
+# released only after attestation; fetch a page from an encrypted path; and
+# show a tampered image and an unknown workload being refused.
+# Usage: scripts/demo.sh [COCOON_BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cocoon=$(realpath "${1:-target/release/cocoon}")
 fixtures=$(realpath "${COCOON_FIXTURES:-target/fixtures}")
 work=$(mktemp -d)
-registry_pid=""
-cleanup() { [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null; rm -rf "$work"; }
+registry_pid="" kbs_pid="" run_pid=""
+cleanup() {
+  for pid in $run_pid $kbs_pid $registry_pid; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+  rm -rf "$work"
+}
 trap cleanup EXIT
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
@@ -43,9 +48,75 @@ step "A copy with one changed byte in one file measures differently"
 "$cocoon" measure "oci:$fixtures/busybox:latest"
 "$cocoon" measure "oci:$fixtures/busybox:changed-byte"
 
-if [ "$oci_digest" = "$archive_digest" ] && [ "$oci_digest" = "$registry_digest" ]; then
-  step "OK: one workload digest across transports: $oci_digest"
-else
+if [ "$oci_digest" != "$archive_digest" ] || [ "$oci_digest" != "$registry_digest" ]; then
   echo "demo: digests differ across transports" >&2
   exit 1
 fi
+echo "one workload digest across transports: $oci_digest"
+
+step "Seal nginx: encrypt everything, sign with the owner key"
+"$cocoon" keygen --out "$work/owner.key" >/dev/null
+"$cocoon" convert "oci:$fixtures/debian:nginx" "oci:$work/sealed:nginx" --sign "$work/owner.key" \
+  --encrypt-all --image-key-out "$work/image.key" --reference-values "$work/rv.json"
+"$cocoon" verify-image "oci:$work/sealed:nginx" --pubkey "$work/owner.key.pub"
+
+step "Start the KBS (sim TEE allowed for this demo) and register the workload"
+"$cocoon" sim init "$work/sim" >/dev/null
+"$cocoon" kbs keygen-admin --out "$work/admin.pem" >/dev/null
+"$cocoon" kbs keygen-kek >"$work/kek.hex"
+kbs_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat >"$work/kbs.toml" <<TOML
+[server]
+listen = "127.0.0.1:$kbs_port"
+[attestation]
+allow_sim = true
+collateral = ["sim/root.pem"]
+[store]
+path = "kbs.redb"
+kek_file = "kek.hex"
+[admin]
+public_keys = ["admin.pem.pub"]
+TOML
+"$cocoon" kbs serve --config "$work/kbs.toml" >"$work/kbs.log" 2>&1 &
+kbs_pid=$!
+kbs="http://127.0.0.1:$kbs_port"
+for _ in $(seq 100); do curl -fs "$kbs/health" >/dev/null && break; sleep 0.1; done
+export COCOON_KBS_URL=$kbs COCOON_KBS_ADMIN_KEY=$work/admin.pem
+"$cocoon" kbs reference-values add "$work/rv.json"
+key_uri=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["resources"][0])' "$work/rv.json")
+"$cocoon" kbs resource put "$key_uri" "$work/image.key"
+
+step "Run the sealed image under runc: attest, get the key, serve the sealed tree, start nginx"
+"$cocoon" run "oci:$work/sealed:nginx" --kbs "$kbs" --sim "$work/sim" --name cocoon-demo \
+  --state-dir "$work/state" >"$work/run.log" 2>&1 &
+run_pid=$!
+page=""
+for _ in $(seq 100); do page=$(curl -fs http://127.0.0.1:80/ 2>/dev/null) && break; sleep 0.2; done
+if ! grep -q "Welcome to nginx" <<<"$page"; then
+  echo "demo: the sealed nginx did not answer; its log:" >&2
+  cat "$work/run.log" >&2
+  exit 1
+fi
+echo "GET http://127.0.0.1:80/ -> $(grep -o '<title>[^<]*</title>' <<<"$page")"
+kill "$run_pid"; wait "$run_pid" 2>/dev/null || true; run_pid=""
+
+step "A tampered copy is refused: one byte of the sealed layer changed"
+cp -a "$work/sealed" "$work/tampered"
+blob=$(ls -S "$work/tampered/blobs/sha256" | head -1)
+printf '\x42' | dd of="$work/tampered/blobs/sha256/$blob" bs=1 seek=4096 conv=notrunc status=none
+if "$cocoon" run "oci:$work/tampered:nginx" --kbs "$kbs" --sim "$work/sim" --state-dir "$work/state" 2>"$work/tampered.log"; then
+  echo "demo: the tampered image ran" >&2
+  exit 1
+fi
+echo "refused: $(tail -1 "$work/tampered.log")"
+
+step "A workload the KBS does not know gets no key"
+"$cocoon" convert "oci:$fixtures/busybox:latest" "oci:$work/other:bb" --sign "$work/owner.key" \
+  --encrypt-all --image-key-out "$work/other.key" -q
+if "$cocoon" run "oci:$work/other:bb" --kbs "$kbs" --sim "$work/sim" --state-dir "$work/state" --kbs-retry 1 >"$work/other.log" 2>&1; then
+  echo "demo: an unregistered workload ran" >&2
+  exit 1
+fi
+echo "refused: $(grep -m1 'cocoon-launcher: error' "$work/other.log" || tail -1 "$work/other.log")"
+
+step "OK: sealed nginx served only after attestation; tampering and unknown workloads refused"
