@@ -24,13 +24,14 @@ use cocoon_image::{ImageRef, TransportOptions};
 /// Errors of `cocoon run`.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading the image failed.
-    #[error("image {image}: {source}")]
+    /// Reading the image failed. (The cause is part of the message, not a
+    /// `source`, so that `{:#}` does not print it twice.)
+    #[error("image {image}: {cause}")]
     Image {
         /// The image.
         image: String,
         /// Why.
-        source: cocoon_image::Error,
+        cause: cocoon_image::Error,
     },
     /// Not a sealed image.
     #[error("{0} is not a cocoon sealed image (its entrypoint is not /cocoon/launcher); make one with `cocoon convert`")]
@@ -39,12 +40,12 @@ pub enum Error {
     #[error("{0}")]
     Options(String),
     /// A file system operation failed.
-    #[error("{what}: {source}")]
+    #[error("{what}: {cause}")]
     Io {
         /// What was being done.
         what: String,
         /// Why.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// runc failed.
     #[error("runc {0}")]
@@ -56,7 +57,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
     let what = what.into();
-    move |source| Error::Io { what, source }
+    move |cause| Error::Io { what, cause }
 }
 
 /// A `-v HOST_DIR:PATH[:ro]` volume.
@@ -225,9 +226,9 @@ impl Bundle {
     }
 
     fn write(&self, opts: &RunOptions) -> Result<()> {
-        let image_err = |source| Error::Image {
+        let image_err = |cause| Error::Image {
             image: opts.image.to_string(),
-            source,
+            cause,
         };
         let mut src = open_source(&opts.image, &opts.transport).map_err(image_err)?;
         let resolved = resolve(src.as_mut(), &opts.transport.platform).map_err(image_err)?;
