@@ -74,6 +74,31 @@ pub struct SimReport {
 }
 
 impl SimReport {
+    /// The normalized claims of this report, once its signature and root
+    /// have been verified (the only way they are built, so that every
+    /// verification path yields the same claims).
+    pub fn claims(&self) -> Claims {
+        let mut svn = BTreeMap::new();
+        svn.insert("tcb_svn".to_string(), u64::from(self.tcb_svn));
+        let mut platform = BTreeMap::new();
+        platform.insert("root_key_id".to_string(), hex::encode(self.root_key_id));
+        Claims {
+            tee: Tee::Sim,
+            debug: true,
+            tcb: Tcb {
+                status: TcbStatus::Simulated,
+                advisory_ids: vec![],
+            },
+            launch_measurement: self.measurement.to_vec().into(),
+            init_data: self.host_data.to_vec().into(),
+            report_data: self.report_data.to_vec().into(),
+            signer: Some(self.root_key_id.to_vec().into()),
+            svn,
+            platform,
+            measurements: BTreeMap::new(),
+        }
+    }
+
     /// Parses a report. Never panics.
     pub fn parse(b: &[u8]) -> Result<Self> {
         let tee = Tee::Sim;
@@ -431,25 +456,7 @@ impl Verifier for SimVerifier {
                 "debug flag clear; sim reports are always debug",
             ));
         }
-        let mut svn = BTreeMap::new();
-        svn.insert("tcb_svn".to_string(), u64::from(report.tcb_svn));
-        let mut platform = BTreeMap::new();
-        platform.insert("root_key_id".to_string(), hex::encode(report.root_key_id));
-        Ok(Claims {
-            tee,
-            debug: true,
-            tcb: Tcb {
-                status: TcbStatus::Simulated,
-                advisory_ids: vec![],
-            },
-            launch_measurement: report.measurement.to_vec().into(),
-            init_data: report.host_data.to_vec().into(),
-            report_data: report.report_data.to_vec().into(),
-            signer: Some(report.root_key_id.to_vec().into()),
-            svn,
-            platform,
-            measurements: BTreeMap::new(),
-        })
+        Ok(report.claims())
     }
 }
 

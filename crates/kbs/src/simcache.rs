@@ -12,11 +12,11 @@
 //! refusals carry exactly attest's errors. Tests check that both paths give
 //! the same claims and refuse the same tampered reports.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::RwLock;
 
 use cocoon_attest::sim::{SimReport, SIGNED_LEN};
-use cocoon_attest::{Claims, Collateral, Tcb, TcbStatus, Tee, UnixTime};
+use cocoon_attest::{Claims, Collateral, Tee, UnixTime};
 use x509_cert::der::{Decode, Encode};
 
 #[derive(Clone, Debug)]
@@ -60,7 +60,7 @@ impl SimRootCache {
                     .verify(&evidence[..SIGNED_LEN], &report.signature)
                     .is_ok()
                 {
-                    return Ok(claims(&report));
+                    return Ok(report.claims());
                 }
             }
         }
@@ -118,30 +118,6 @@ impl SimRootCache {
     /// True when no root is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// The claims of a verified sim report, exactly as `cocoon_attest`'s sim
-/// verifier makes them (tested below).
-fn claims(report: &SimReport) -> Claims {
-    let mut svn = BTreeMap::new();
-    svn.insert("tcb_svn".to_string(), u64::from(report.tcb_svn));
-    let mut platform = BTreeMap::new();
-    platform.insert("root_key_id".to_string(), hex::encode(report.root_key_id));
-    Claims {
-        tee: Tee::Sim,
-        debug: true,
-        tcb: Tcb {
-            status: TcbStatus::Simulated,
-            advisory_ids: vec![],
-        },
-        launch_measurement: report.measurement.to_vec().into(),
-        init_data: report.host_data.to_vec().into(),
-        report_data: report.report_data.to_vec().into(),
-        signer: Some(report.root_key_id.to_vec().into()),
-        svn,
-        platform,
-        measurements: BTreeMap::new(),
     }
 }
 
