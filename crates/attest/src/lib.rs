@@ -26,6 +26,7 @@ pub mod fetch;
 pub mod sim;
 pub mod snp;
 mod time;
+pub mod workload;
 mod x509;
 
 use std::fmt;

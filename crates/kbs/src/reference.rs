@@ -1,185 +1,33 @@
-//! Reference values and init data: the contract with `cocoon convert`.
+//! Reference values and init data: the contract with `cocoon convert` and
+//! the launcher, defined in [`cocoon_attest::workload`] (shared with the
+//! attested-TLS verifier). Here: the same checks with KBS errors (400).
 //!
 //! `cocoon convert --reference-values FILE` writes a [`ReferenceValues`]
 //! document; `cocoon kbs reference-values add FILE` uploads it. The launcher
 //! sends [`InitData`] as the `init-data` of the attestation request
-//! (`{"format": "json", "body": "<InitData JSON>"}`); the platform binds
-//! `SHA-256(JCS(InitData))` at launch (sim host_data, SNP HOST_DATA, TDX
-//! MRCONFIGID), which the KBS checks against the evidence before the policy
-//! sees the init data. Both formats are stable: change them only with a new
-//! field that has a default.
+//! (`{"format": "json", "body": "<InitData JSON>"}`); the KBS checks its
+//! digest against the evidence before the policy sees it.
 
-use serde::{Deserialize, Serialize};
+use cocoon_attest::workload;
+pub use cocoon_attest::workload::{resource_uri, InitData, ReferenceValues};
 
 use crate::{Error, Result};
 
-/// What the KBS trusts for one workload, and which resources it may have.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReferenceValues {
-    /// The workload digest (`sha256:<64 hex>`), SHA-256 of the workload manifest.
-    pub workload_digest: String,
-    /// The launcher binary digest (`sha256:<64 hex>`).
-    pub launcher_digest: String,
-    /// Fingerprint of the owner's public signing key (`sha256:<64 hex>`).
-    pub signer: String,
-    /// The resources this workload may receive (`kbs:///repo/type/tag`).
-    pub resources: Vec<String>,
-}
-
-/// The workload identity the launcher presents as init data.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InitData {
-    /// The workload digest (`sha256:<64 hex>`).
-    pub workload_digest: String,
-    /// The launcher digest (`sha256:<64 hex>`).
-    pub launcher_digest: String,
-    /// Fingerprint of the owner's signing key (`sha256:<64 hex>`).
-    pub signer: String,
-}
-
-fn check_digest(what: &str, s: &str) -> Result<()> {
-    let ok = s.strip_prefix("sha256:").is_some_and(|h| {
-        h.len() == 64 && h.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-    });
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::BadRequest(format!(
-            "{what} {s:?} is not sha256:<64 lowercase hex>"
-        )))
-    }
+fn bad(e: cocoon_attest::Error) -> Error {
+    Error::BadRequest(e.to_string())
 }
 
 /// Splits `kbs:///repo/type/tag` (or `repo/type/tag`) into its three parts.
 pub fn parse_resource_uri(uri: &str) -> Result<(String, String, String)> {
-    let path = uri.strip_prefix("kbs:///").unwrap_or(uri);
-    let parts: Vec<&str> = path.split('/').collect();
-    let valid = |p: &str| {
-        !p.is_empty()
-            && p != "."
-            && p != ".."
-            && p.len() <= 128
-            && p.bytes()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-    };
-    match parts.as_slice() {
-        [r, t, g] if valid(r) && valid(t) && valid(g) => {
-            Ok((r.to_string(), t.to_string(), g.to_string()))
-        }
-        _ => Err(Error::BadRequest(format!(
-            "resource {uri:?} is not kbs:///<repo>/<type>/<tag> (letters, digits, '-', '_', '.')"
-        ))),
-    }
+    workload::parse_resource_uri(uri).map_err(bad)
 }
 
-/// The canonical URI `kbs:///repo/type/tag`.
-pub fn resource_uri(repo: &str, kind: &str, tag: &str) -> String {
-    format!("kbs:///{repo}/{kind}/{tag}")
+/// Parses and validates a reference-values JSON document.
+pub fn reference_values_from_json(b: &[u8]) -> Result<ReferenceValues> {
+    ReferenceValues::from_json(b).map_err(bad)
 }
 
-impl ReferenceValues {
-    /// Parses and validates a reference-values JSON document.
-    pub fn from_json(b: &[u8]) -> Result<Self> {
-        let rv: ReferenceValues = serde_json::from_slice(b)
-            .map_err(|e| Error::BadRequest(format!("reference values: {e}")))?;
-        rv.validate()?;
-        Ok(rv)
-    }
-
-    /// Checks digest formats and resource URIs.
-    pub fn validate(&self) -> Result<()> {
-        check_digest("workload_digest", &self.workload_digest)?;
-        check_digest("launcher_digest", &self.launcher_digest)?;
-        check_digest("signer", &self.signer)?;
-        for r in &self.resources {
-            if !r.starts_with("kbs:///") {
-                return Err(Error::BadRequest(format!(
-                    "resource {r:?} must start with kbs:///"
-                )));
-            }
-            parse_resource_uri(r)?;
-        }
-        Ok(())
-    }
-}
-
-impl InitData {
-    /// Parses and validates init data JSON.
-    pub fn from_json(b: &[u8]) -> Result<Self> {
-        let d: InitData =
-            serde_json::from_slice(b).map_err(|e| Error::BadRequest(format!("init data: {e}")))?;
-        check_digest("init data workload_digest", &d.workload_digest)?;
-        check_digest("init data launcher_digest", &d.launcher_digest)?;
-        check_digest("init data signer", &d.signer)?;
-        Ok(d)
-    }
-
-    /// The 32-byte digest bound at launch: SHA-256 of the RFC 8785 (JCS)
-    /// canonical JSON of this init data.
-    pub fn digest(&self) -> Result<[u8; 32]> {
-        let canon = serde_json_canonicalizer::to_vec(self)
-            .map_err(|e| Error::Internal(format!("canonicalize init data: {e}")))?;
-        Ok(crate::crypto::sha256(&canon))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn d(c: char) -> String {
-        format!("sha256:{}", c.to_string().repeat(64))
-    }
-
-    #[test]
-    fn reference_values_round_trip_and_reject_unknown_fields() {
-        let rv = ReferenceValues {
-            workload_digest: d('a'),
-            launcher_digest: d('b'),
-            signer: d('c'),
-            resources: vec!["kbs:///repo/key/image".into()],
-        };
-        let j = serde_json::to_vec(&rv).unwrap();
-        assert_eq!(ReferenceValues::from_json(&j).unwrap(), rv);
-        let mut v: serde_json::Value = serde_json::from_slice(&j).unwrap();
-        v["extra"] = 1.into();
-        let e = ReferenceValues::from_json(&serde_json::to_vec(&v).unwrap()).unwrap_err();
-        assert!(e.to_string().contains("unknown field `extra`"), "{e}");
-        let mut bad = rv.clone();
-        bad.workload_digest = "sha256:XYZ".into();
-        assert!(bad.validate().is_err());
-        bad = rv.clone();
-        bad.resources = vec!["kbs:///a/../b".into()];
-        assert!(bad.validate().is_err());
-    }
-
-    #[test]
-    fn init_data_digest_is_jcs_sha256() {
-        let i = InitData {
-            workload_digest: d('1'),
-            launcher_digest: d('2'),
-            signer: d('3'),
-        };
-        let canon = format!(
-            "{{\"launcher_digest\":\"{}\",\"signer\":\"{}\",\"workload_digest\":\"{}\"}}",
-            d('2'),
-            d('3'),
-            d('1')
-        );
-        assert_eq!(i.digest().unwrap(), crate::crypto::sha256(canon.as_bytes()));
-    }
-
-    #[test]
-    fn resource_uris() {
-        assert_eq!(
-            parse_resource_uri("kbs:///a/b/c").unwrap(),
-            ("a".into(), "b".into(), "c".into())
-        );
-        assert!(parse_resource_uri("a/b").is_err());
-        assert!(parse_resource_uri("a/b/c/d").is_err());
-        assert!(parse_resource_uri("a/../c").is_err());
-        assert!(parse_resource_uri("a/b%2f/c").is_err());
-    }
+/// Parses and validates init data JSON.
+pub fn init_data_from_json(b: &[u8]) -> Result<InitData> {
+    InitData::from_json(b).map_err(bad)
 }

@@ -41,7 +41,10 @@ use crate::jwe::{self, RecipientKey};
 use crate::metrics::Metrics;
 use crate::policy::{self, Policy, DEFAULT_POLICY};
 use crate::protocol::*;
-use crate::reference::{parse_resource_uri, resource_uri, InitData, ReferenceValues};
+use crate::reference::{
+    init_data_from_json, parse_resource_uri, reference_values_from_json, resource_uri,
+    ReferenceValues,
+};
 use crate::session::{SessionState, Sessions};
 use crate::store::{Kek, Store, META, REFERENCE_VALUES, RESOURCES};
 use crate::token::{now_secs, TokenSigner};
@@ -400,7 +403,7 @@ async fn attest_inner(kbs: &Arc<Kbs>, tee: &str, nonce: &str, body: Body) -> Res
     check_tee_allowed(kbs, tee)?;
     let init_data = match &att.init_data {
         None => None,
-        Some(doc) if doc.format == "json" => Some(InitData::from_json(doc.body.as_bytes())?),
+        Some(doc) if doc.format == "json" => Some(init_data_from_json(doc.body.as_bytes())?),
         Some(doc) => {
             return Err(Error::BadRequest(format!(
                 "init-data format {:?} is not supported; use \"json\" (docs/kbs.md)",
@@ -441,7 +444,7 @@ async fn attest_inner(kbs: &Arc<Kbs>, tee: &str, nonce: &str, body: Body) -> Res
             Error::Forbidden("report data does not bind this session's nonce and tee-pubkey".into())
         })?;
         if let Some(i) = &init_data {
-            claims.expect_init_data(&i.digest()?).map_err(|_| {
+            claims.expect_init_data(&i.digest()).map_err(|_| {
                 Error::Forbidden(
                     "init data digest does not match the evidence's init data field".into(),
                 )
@@ -682,7 +685,7 @@ async fn set_policy(State(kbs): St, headers: HeaderMap, body: Body) -> Result<Re
 async fn add_reference_values(State(kbs): St, headers: HeaderMap, body: Body) -> Result<Response> {
     admin_ok(&kbs, &headers)?;
     let b = read_body(&kbs, body).await?;
-    let rv = ReferenceValues::from_json(&b)?;
+    let rv = reference_values_from_json(&b)?;
     let k = kbs.clone();
     blocking(move || {
         let j = serde_json::to_vec(&rv).map_err(|e| Error::Internal(e.to_string()))?;

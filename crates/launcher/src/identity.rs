@@ -8,36 +8,10 @@ use base64::Engine as _;
 use cocoon_image::Digest;
 use cocoon_seal::signing::{SealDescriptor, SignedSeal, SEAL_SCHEMA};
 use cocoon_seal::WorkloadManifest;
-use serde::Serialize;
 
 use crate::{Error, Result};
 
-/// The workload identity presented to the KBS as init data (the format of
-/// `cocoon_kbs::InitData`, `docs/kbs.md`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct InitData {
-    /// `sha256:<hex>` of the workload manifest.
-    pub workload_digest: String,
-    /// `sha256:<hex>` of the launcher binary.
-    pub launcher_digest: String,
-    /// `sha256:<hex>` of the owner's SubjectPublicKeyInfo DER.
-    pub signer: String,
-}
-
-impl InitData {
-    /// The canonical (RFC 8785) JSON text sent as init data.
-    pub fn canonical_json(&self) -> String {
-        // Serialising three strings cannot fail.
-        String::from_utf8(serde_json_canonicalizer::to_vec(self).unwrap_or_default())
-            .unwrap_or_default()
-    }
-
-    /// SHA-256 of [`Self::canonical_json`]: what the platform binds at launch.
-    pub fn digest(&self) -> [u8; 32] {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(self.canonical_json().as_bytes()).into()
-    }
-}
+pub use cocoon_attest::workload::InitData;
 
 /// A checked workload.
 #[derive(Debug)]
@@ -134,22 +108,4 @@ pub fn load(dir: &Path, launcher_bytes: &[u8]) -> Result<Workload> {
         descriptor,
         launcher,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn init_data_is_jcs() {
-        let i = InitData {
-            workload_digest: "sha256:aa".into(),
-            launcher_digest: "sha256:bb".into(),
-            signer: "sha256:cc".into(),
-        };
-        assert_eq!(
-            i.canonical_json(),
-            r#"{"launcher_digest":"sha256:bb","signer":"sha256:cc","workload_digest":"sha256:aa"}"#
-        );
-    }
 }
