@@ -11,6 +11,8 @@ packages=(
   attr                  # getfattr/setfattr for xattr fixtures and checks
   apache2-utils         # htpasswd (bcrypt) for registry basic-auth tests
   runc                  # the container runtime cocoon run uses
+  redis-tools           # redis-cli --tls against a shielded redis
+  wrk                   # HTTP load for the shield benchmark
   bc                    # benchmark arithmetic
   ca-certificates curl jq
 )

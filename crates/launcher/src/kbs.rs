@@ -38,6 +38,7 @@ impl std::fmt::Debug for Session {
 }
 
 /// A blocking KBS client with bounded retries.
+#[derive(Clone)]
 pub struct Client {
     base: String,
     agent: ureq::Agent,
@@ -69,7 +70,8 @@ pub fn p256_jwk(k: &p256::PublicKey) -> Value {
     json!({"kty": "EC", "crv": "P-256", "alg": KW_ALG, "x": b64url(&b[1..33]), "y": b64url(&b[33..65])})
 }
 
-fn new_key() -> Result<p256::SecretKey> {
+/// A fresh P-256 key (session keys, the shield's TLS key).
+pub fn new_key() -> Result<p256::SecretKey> {
     for _ in 0..16 {
         let mut b = Zeroizing::new([0u8; 32]);
         getrandom::fill(b.as_mut()).map_err(|e| Error::Attest(format!("no randomness: {e}")))?;
@@ -271,13 +273,49 @@ impl Client {
     /// auth + attest: evidence from `attester` binding the session nonce and
     /// a fresh key, with `init` as init data.
     pub fn attest(&self, attester: &dyn Attester, init: &InitData) -> Result<Session> {
-        self.with_retry(|| self.attest_once(attester, init))
+        let key = new_key()?;
+        self.attest_with_key(attester, init, &key)
+    }
+
+    /// auth + attest with `key` as the session's TEE key (the shield's TLS
+    /// key, for which the KBS CA then issues a certificate).
+    pub fn attest_with_key(
+        &self,
+        attester: &dyn Attester,
+        init: &InitData,
+        key: &p256::SecretKey,
+    ) -> Result<Session> {
+        self.with_retry(|| self.attest_once(attester, init, key.clone()))
+    }
+
+    /// A certificate from the KBS CA for the session's TEE key, with
+    /// `dns_names` as subjectAltName: `(leaf PEM, CA PEM)`.
+    pub fn certificate(&self, s: &Session, dns_names: &[String]) -> Result<(String, String)> {
+        let body = json!({ "dns_names": dns_names });
+        let (answer, _) = self.with_retry(|| {
+            self.request("POST", "/kbs/v0/cert", Some(&s.cookie), Some(&body))
+                .map_err(|f| match f {
+                    Failure::Final(Error::Kbs(m)) => {
+                        Failure::Final(Error::Kbs(format!("certificate refused: {m}")))
+                    }
+                    other => other,
+                })
+        })?;
+        let v: Value = serde_json::from_slice(&answer)
+            .map_err(|_| Error::Kbs("certificate answer is not JSON".into()))?;
+        match (v["certificate"].as_str(), v["ca"].as_str()) {
+            (Some(c), Some(ca)) => Ok((c.to_string(), ca.to_string())),
+            _ => Err(Error::Kbs(
+                "certificate answer lacks certificate or ca".into(),
+            )),
+        }
     }
 
     fn attest_once(
         &self,
         attester: &dyn Attester,
         init: &InitData,
+        key: p256::SecretKey,
     ) -> std::result::Result<Session, Failure> {
         let tee = attester.tee().as_str();
         let (body, cookie) = self.request(
@@ -297,7 +335,6 @@ impl Client {
             .as_str()
             .ok_or_else(|| Failure::Final(Error::Kbs("auth answer has no nonce".into())))?
             .to_string();
-        let key = new_key().map_err(Failure::Final)?;
         let jwk = p256_jwk(&key.public_key());
         let report_data = cocoon_attest::binding::kbs_report_data(&nonce, &jwk, "")
             .map_err(|e| Failure::Final(Error::Attest(e.to_string())))?;

@@ -18,8 +18,10 @@
 pub mod error;
 pub mod identity;
 pub mod kbs;
+pub mod netns;
 pub mod process;
 pub mod setup;
+pub mod shield;
 pub mod syscall;
 pub mod user;
 
@@ -52,6 +54,9 @@ pub struct RuntimeEnv {
     pub extra_env: Vec<String>,
     /// `COCOON_UPPER_LIMIT_BYTES`: size of the in-memory writable layer (default 256 MiB).
     pub upper_limit: u64,
+    /// `COCOON_SHIELD_NAMES`: comma-separated DNS names for the shield's
+    /// KBS-CA certificate, besides `localhost`.
+    pub shield_names: Vec<String>,
     /// Where the cocoon files are (default `/cocoon`).
     pub cocoon_dir: PathBuf,
     /// Where the tree is mounted (default `/cocoon/root`).
@@ -110,8 +115,25 @@ impl RuntimeEnv {
             })?,
             None => 256 << 20,
         };
+        let mut shield_names = vec!["localhost".to_string()];
+        for n in get("COCOON_SHIELD_NAMES").unwrap_or_default().split(',') {
+            let n = n.trim();
+            if n.is_empty() || shield_names.iter().any(|x| x == n) {
+                continue;
+            }
+            if !n
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'*'))
+            {
+                return Err(Error::Config(format!(
+                    "COCOON_SHIELD_NAMES: {n:?} is not a DNS name"
+                )));
+            }
+            shield_names.push(n.to_string());
+        }
         Ok(RuntimeEnv {
             kbs_url,
+            shield_names,
             sim_dir: get("COCOON_SIM_DIR")
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from),
@@ -227,13 +249,21 @@ fn mount_tree(
     ))
 }
 
-/// Everything up to the app's start; returns its pid.
-pub fn start(env: &RuntimeEnv) -> Result<libc::pid_t> {
+/// A started app and what serves it.
+pub struct Started {
+    /// The app's pid.
+    pub pid: libc::pid_t,
+    /// The shield and the app's network namespace (shielded images).
+    pub shield: Option<(shield::Shield, Arc<netns::AppNetwork>)>,
+}
+
+/// Everything up to the app's start.
+pub fn start(env: &RuntimeEnv) -> Result<Started> {
     let me =
         std::fs::read("/proc/self/exe").map_err(|e| Error::sys("reading /proc/self/exe", e))?;
     let w = identity::load(&env.cocoon_dir, &me)?;
     drop(me);
-    let attester = attester(env, &w)?;
+    let attester: Arc<dyn Attester> = Arc::from(attester(env, &w)?);
     let client = kbs::Client::new(&env.kbs_url, env.kbs_retry)?;
     let session = client.attest(attester.as_ref(), &w.init_data())?;
     let key_bytes = client.resource(&session, &w.manifest.seal.key)?;
@@ -269,8 +299,19 @@ pub fn start(env: &RuntimeEnv) -> Result<libc::pid_t> {
     let passwd = read_tree_text(&tree, "/etc/passwd")?;
     let group = read_tree_text(&tree, "/etc/group")?;
     let ident = user::resolve(&w.manifest.config.user, &passwd, &group)?;
+    let shielded = !w.manifest.shield.is_empty();
+    // A shielded app reaches out through the egress proxy; the image's own
+    // proxy settings and `-e` win.
+    let image_env: Vec<String> = if shielded {
+        shield::proxy_env()
+            .into_iter()
+            .chain(w.manifest.config.env.iter().cloned())
+            .collect()
+    } else {
+        w.manifest.config.env.clone()
+    };
     let env_list = app_env(
-        &w.manifest.config.env,
+        &image_env,
         &env.extra_env,
         &env_secrets,
         ident.home.as_deref(),
@@ -305,18 +346,44 @@ pub fn start(env: &RuntimeEnv) -> Result<libc::pid_t> {
         std::fs::create_dir_all(&wd)
             .map_err(|e| Error::sys(format!("creating working directory {workdir}"), e))?;
     }
-    let plan = setup::ExecPlan::new(&env.root, workdir, ident, &argv, &env_list)?;
+    let mut plan = setup::ExecPlan::new(&env.root, workdir, ident, &argv, &env_list)?;
     drop(env_list);
+    let shield = if shielded {
+        let net = Arc::new(netns::AppNetwork::create()?);
+        let certifier = shield::LauncherCertifier {
+            attester: attester.clone(),
+            kbs: client.clone(),
+            init: w.init_data(),
+            key: kbs::new_key()?,
+            dns_names: env.shield_names.clone(),
+        };
+        let s = shield::start(&w.manifest.shield, net.clone(), Arc::new(certifier))?;
+        plan = plan.in_network_namespace(net.ns_fd());
+        Some((s, net))
+    } else {
+        None
+    };
     let pid = process::spawn(&plan)?;
     if std::env::var_os("COCOON_QUIET").is_none() {
+        let shielded: Vec<String> = w
+            .manifest
+            .shield
+            .iter()
+            .map(|p| format!("{}->{}", p.public, p.app))
+            .collect();
         eprintln!(
-            "cocoon-launcher: workload {} attested ({}), started {}",
+            "cocoon-launcher: workload {} attested ({}), started {}{}",
             w.descriptor.workload,
             attester.tee().as_str(),
-            plan.program().to_string_lossy()
+            plan.program().to_string_lossy(),
+            if shielded.is_empty() {
+                String::new()
+            } else {
+                format!(", shield on {}", shielded.join(", "))
+            }
         );
     }
-    Ok(pid)
+    Ok(Started { pid, shield })
 }
 
 /// The launcher's main: returns the process exit status.
@@ -327,7 +394,8 @@ pub fn main() -> i32 {
     }
     let started = RuntimeEnv::from_lookup(|k| std::env::var(k).ok()).and_then(|env| start(&env));
     match started {
-        Ok(pid) => process::supervise(pid),
+        // The shield (if any) serves until the app is gone.
+        Ok(started) => process::supervise(started.pid),
         Err(e) => {
             eprintln!("cocoon-launcher: error: {e}");
             EXIT_REFUSED

@@ -3,8 +3,9 @@
 //! [`prepare_root`] runs in the launcher (PID 1) after the tree is mounted:
 //! a fresh `/proc`, the container's `/dev` and `/sys`, its `/etc/hosts`,
 //! `/etc/resolv.conf` and `/etc/hostname`, and the runtime's volumes,
-//! bound into the tree. [`enter_and_exec`] runs in the forked child: chroot,
-//! drop `CAP_SYS_ADMIN` from the bounding set, credentials (groups, gid,
+//! bound into the tree. [`enter_and_exec`] runs in the forked child: enter
+//! the app's network namespace (shielded images), chroot, drop
+//! `CAP_SYS_ADMIN` and `CAP_NET_ADMIN` from the bounding set, credentials (groups, gid,
 //! uid, in that order), working directory, exec. Both only speak through
 //! [`Syscall`], so the sequences are unit-tested with a recorder.
 
@@ -29,6 +30,8 @@ pub struct Volume {
 
 /// `CAP_SYS_ADMIN` (linux/capability.h).
 pub const CAP_SYS_ADMIN: u32 = 21;
+/// `CAP_NET_ADMIN` (linux/capability.h).
+pub const CAP_NET_ADMIN: u32 = 12;
 
 /// Files of the container bound over the tree's, when the container has them.
 pub const ETC_FILES: [&str; 3] = ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname"];
@@ -166,6 +169,8 @@ pub struct ExecPlan {
     _env: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
     env_ptrs: Vec<*const libc::c_char>,
+    /// The app's own network namespace (shielded images), entered first.
+    netns: Option<std::os::fd::RawFd>,
 }
 
 impl std::fmt::Debug for ExecPlan {
@@ -235,7 +240,15 @@ impl ExecPlan {
             env_ptrs: ptrs(&env),
             argv,
             _env: env,
+            netns: None,
         })
+    }
+
+    /// Runs the app in the network namespace `fd` names (it must stay open
+    /// until the fork).
+    pub fn in_network_namespace(mut self, fd: std::os::fd::RawFd) -> Self {
+        self.netns = Some(fd);
+        self
     }
 
     /// The program name as given (for messages).
@@ -252,7 +265,7 @@ pub enum Step {
     Signals = 1,
     /// chroot into the tree.
     Chroot = 2,
-    /// Dropping CAP_SYS_ADMIN.
+    /// Dropping CAP_SYS_ADMIN and CAP_NET_ADMIN.
     Caps = 3,
     /// setgroups.
     Groups = 4,
@@ -264,15 +277,19 @@ pub enum Step {
     Workdir = 7,
     /// execve.
     Exec = 8,
+    /// Entering the app's network namespace.
+    Netns = 9,
 }
 
 impl Step {
     /// From the number sent over the pipe.
     pub fn from_u32(n: u32) -> Option<Step> {
         use Step::*;
-        [Signals, Chroot, Caps, Groups, Gid, Uid, Workdir, Exec]
-            .into_iter()
-            .find(|s| *s as u32 == n)
+        [
+            Signals, Chroot, Caps, Groups, Gid, Uid, Workdir, Exec, Netns,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == n)
     }
 
     /// What failed, for the error line.
@@ -280,12 +297,13 @@ impl Step {
         match self {
             Step::Signals => "resetting the signal mask",
             Step::Chroot => "entering the sealed tree (chroot)",
-            Step::Caps => "dropping CAP_SYS_ADMIN",
+            Step::Caps => "dropping CAP_SYS_ADMIN and CAP_NET_ADMIN",
             Step::Groups => "setting supplementary groups",
             Step::Gid => "setting the group id",
             Step::Uid => "setting the user id",
             Step::Workdir => "changing to the working directory",
             Step::Exec => "executing the entrypoint",
+            Step::Netns => "entering the app's network namespace",
         }
     }
 }
@@ -302,11 +320,16 @@ pub fn enter_and_exec(sys: &dyn Syscall, plan: &ExecPlan) -> (Step, io::Error) {
         };
     }
     step!(Step::Signals, sys.unblock_signals());
+    if let Some(fd) = plan.netns {
+        step!(Step::Netns, sys.setns_net(fd));
+    }
     step!(Step::Chroot, sys.chroot(&plan.root));
     step!(Step::Chroot, sys.chdir(c"/"));
-    // The app does not need to mount: CAP_SYS_ADMIN (which the launcher
-    // needs for FUSE) leaves the bounding set before exec.
+    // The app does not need to mount or configure networks: CAP_SYS_ADMIN
+    // (FUSE, setns) and CAP_NET_ADMIN (the app's loopback), which the
+    // launcher needs, leave the bounding set before exec.
     step!(Step::Caps, sys.drop_bounding_cap(CAP_SYS_ADMIN));
+    step!(Step::Caps, sys.drop_bounding_cap(CAP_NET_ADMIN));
     step!(Step::Groups, sys.setgroups(&plan.identity.groups));
     step!(Step::Gid, sys.setgid(plan.identity.gid));
     step!(Step::Uid, sys.setuid(plan.identity.uid));
@@ -463,16 +486,19 @@ mod tests {
             &["redis-server".into(), "--port".into(), "6379".into()],
             &["PATH=/usr/local/bin:/usr/bin".into(), "A=1".into()],
         )
-        .unwrap();
+        .unwrap()
+        .in_network_namespace(7);
         let (step, e) = enter_and_exec(&sys, &plan);
         assert_eq!((step, e.raw_os_error()), (Step::Exec, Some(EXEC_OK_MARKER)));
         assert_eq!(
             sys.take(),
             vec![
                 Call::UnblockSignals,
+                Call::SetnsNet(7),
                 Call::Chroot("/cocoon/root".into()),
                 Call::Chdir("/".into()),
                 Call::DropCap(CAP_SYS_ADMIN),
+                Call::DropCap(CAP_NET_ADMIN),
                 Call::Setgroups(vec![4, 102]),
                 Call::Setgid(102),
                 Call::Setuid(100),

@@ -58,6 +58,8 @@ pub trait Syscall {
     fn setuid(&self, uid: u32) -> io::Result<()>;
     /// Empties the signal mask (the launcher blocks the signals it forwards).
     fn unblock_signals(&self) -> io::Result<()>;
+    /// `setns(fd, CLONE_NEWNET)`: enter the network namespace `fd` names.
+    fn setns_net(&self, fd: std::os::fd::RawFd) -> io::Result<()>;
     /// `execve(path, argv, envp)`; returns only on failure.
     fn execve(
         &self,
@@ -150,6 +152,11 @@ impl Syscall for Linux {
         check(unsafe { libc::chdir(path.as_ptr()) })
     }
 
+    fn setns_net(&self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        // SAFETY: setns with an integer descriptor and flag.
+        check(unsafe { libc::setns(fd, libc::CLONE_NEWNET) })
+    }
+
     fn drop_bounding_cap(&self, cap: u32) -> io::Result<()> {
         // SAFETY: prctl with integer arguments only.
         check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) })
@@ -221,6 +228,8 @@ pub enum Call {
     Setuid(u32),
     /// unblock signals
     UnblockSignals,
+    /// enter a network namespace
+    SetnsNet(i32),
     /// execve(path, argv, envp)
     Execve(String, Vec<String>, Vec<String>),
 }
@@ -320,6 +329,9 @@ impl Syscall for Recording {
     }
     fn unblock_signals(&self) -> io::Result<()> {
         self.rec(Call::UnblockSignals)
+    }
+    fn setns_net(&self, fd: std::os::fd::RawFd) -> io::Result<()> {
+        self.rec(Call::SetnsNet(fd))
     }
     fn execve(
         &self,

@@ -139,6 +139,8 @@ pub struct RunOptions {
     pub state_root: PathBuf,
     /// How long the launcher retries an unreachable KBS (seconds).
     pub kbs_retry_secs: Option<u64>,
+    /// DNS names for the shield's KBS-CA certificate, besides `localhost`.
+    pub shield_names: Vec<String>,
 }
 
 /// Default state root.
@@ -310,6 +312,12 @@ impl Bundle {
         }
         if let Some(s) = opts.kbs_retry_secs {
             env.push(format!("COCOON_KBS_RETRY_SECS={s}"));
+        }
+        if !opts.shield_names.is_empty() {
+            env.push(format!(
+                "COCOON_SHIELD_NAMES={}",
+                opts.shield_names.join(",")
+            ));
         }
         let config = spec::config(&spec::SpecInput {
             hostname: self.name.clone(),

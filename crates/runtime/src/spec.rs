@@ -8,10 +8,12 @@ use serde_json::{json, Value};
 /// no inheritable or ambient ones). The launcher needs SYS_ADMIN (FUSE and
 /// bind mounts; it drops it from the bounding set before exec'ing the app),
 /// SYS_CHROOT, SETUID/SETGID/SETPCAP (switch to the image's user, drop
-/// SYS_ADMIN). The rest are the part of Docker's defaults that ordinary
+/// SYS_ADMIN) and NET_ADMIN (bring up the loopback of a shielded app's own
+/// network namespace; dropped before exec like SYS_ADMIN). The rest are the part of Docker's defaults that ordinary
 /// images (nginx, redis) need when they start as root and drop privileges.
-pub const CAPABILITIES: [&str; 10] = [
+pub const CAPABILITIES: [&str; 11] = [
     "CAP_SYS_ADMIN",
+    "CAP_NET_ADMIN",
     "CAP_SYS_CHROOT",
     "CAP_SETUID",
     "CAP_SETGID",

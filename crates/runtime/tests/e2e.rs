@@ -21,7 +21,7 @@ use cocoon_kbs::store::Kek;
 use cocoon_kbs::{Config, ReferenceValues};
 use cocoon_runtime::{prepare, Bundle, RunOptions, VolumeSpec};
 use cocoon_seal::convert::{convert, ConvertRequest};
-use cocoon_seal::manifest::{SecretRef, DEFAULT_CHUNK_SIZE};
+use cocoon_seal::manifest::{SecretRef, ShieldPort, DEFAULT_CHUNK_SIZE};
 use cocoon_seal::signing::OwnerKey;
 use cocoon_seal::{ImageKey, WorkloadOptions};
 use serde_json::{json, Value};
@@ -211,17 +211,31 @@ impl Sealed {
 }
 
 fn seal(src: &str, encrypt: &[&str], secrets: Vec<SecretRef>) -> Sealed {
-    seal_with(src, encrypt, secrets, &launcher())
+    seal_with(src, encrypt, secrets, Vec::new(), &launcher())
 }
 
-fn seal_with(src: &str, encrypt: &[&str], secrets: Vec<SecretRef>, launcher: &[u8]) -> Sealed {
+fn seal_shielded(src: &str, encrypt: &[&str], shield: &[(u16, u16)]) -> Sealed {
+    let shield = shield
+        .iter()
+        .map(|&(public, app)| ShieldPort { public, app })
+        .collect();
+    seal_with(src, encrypt, Vec::new(), shield, &launcher())
+}
+
+fn seal_with(
+    src: &str,
+    encrypt: &[&str],
+    secrets: Vec<SecretRef>,
+    shield: Vec<ShieldPort>,
+    launcher: &[u8],
+) -> Sealed {
     let dir = tempfile::tempdir().unwrap();
     let owner = OwnerKey::generate().unwrap();
     let key = ImageKey::generate().unwrap();
     let options = WorkloadOptions {
         encrypted: encrypt.iter().map(|s| s.to_string()).collect(),
         secrets,
-        shield: Vec::new(),
+        shield,
         chunk_size: DEFAULT_CHUNK_SIZE,
         key_uri: None,
         launcher: Digest::of(launcher),
@@ -290,6 +304,7 @@ fn options(s: &Sealed, kbs: &KbsHarness, state: &Path) -> RunOptions {
         name: None,
         state_root: state.to_path_buf(),
         kbs_retry_secs: Some(3),
+        shield_names: Vec::new(),
     }
 }
 
@@ -436,8 +451,57 @@ fn busybox_output_exit_code_env_and_secrets_pass_through() {
     assert!(!state.path().join("bb-e2e").exists());
 }
 
+/// The KBS CA certificate (what ordinary clients of a shield trust), saved
+/// as `dir/kbs-ca.pem`.
+fn kbs_ca(kbs: &KbsHarness, dir: &Path) -> PathBuf {
+    let pem = ureq::get(&format!("{}/kbs/v0/ca.pem", kbs.base))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let p = dir.join("kbs-ca.pem");
+    std::fs::write(&p, pem).unwrap();
+    p
+}
+
+/// `curl --cacert CA URL`: the body, or None when curl fails.
+fn curl_tls(ca: &Path, url: &str) -> Option<String> {
+    let o = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "--max-time", "5", "--cacert"])
+        .arg(ca)
+        .arg(url)
+        .output()
+        .unwrap();
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+/// The app's plaintext port must not exist on the host.
+fn assert_not_listening_on_host(port: u16) {
+    let r = std::net::TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    );
+    assert!(
+        r.is_err(),
+        "the app's plaintext port {port} is reachable from the host"
+    );
+}
+
+/// What a client expects of a shield serving `s` under the KBS's sim.
+fn expectation(s: &Sealed, kbs: &KbsHarness) -> cocoon_tls::Expectation {
+    let root = kbs.dir.path().join("sim/root.pem");
+    cocoon_tls::Expectation::new(
+        s.rv.clone(),
+        cocoon_attest::Collateral::from_paths(&[root]).unwrap(),
+    )
+    .allow_sim(true)
+}
+
 #[test]
-fn nginx_serves_default_page_and_encrypted_file() {
+fn nginx_behind_the_shield_serves_attested_tls_and_hides_its_port() {
     let _g = serial();
     let kbs = start_kbs();
     let work = tempfile::tempdir().unwrap();
@@ -451,111 +515,150 @@ fn nginx_serves_default_page_and_encrypted_file() {
         |_| {},
         Some(tar_of(&[("var/www/html/secret/page.html", page)])),
     );
-    let s = seal(
+    let s = seal_shielded(
         &format!("oci:{}:web", layout.display()),
         &["/var/www"],
-        vec![],
+        &[(8443, 80)],
     );
     provision(&kbs, &s);
+    let ca = kbs_ca(&kbs, work.path());
     let state = tempfile::tempdir().unwrap();
     let mut o = options(&s, &kbs, state.path());
     o.name = Some("nginx-e2e".into());
     let b = prepare(&o).unwrap();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let get = |p: &str| -> Option<(u16, String)> {
-        let mut r = agent.get(&format!("http://127.0.0.1:80{p}")).call().ok()?;
-        Some((r.status().as_u16(), r.body_mut().read_to_string().ok()?))
-    };
     std::thread::scope(|sc| {
         let runner = sc.spawn(|| run_bundle(&b, work.path()));
         let t0 = Instant::now();
         let mut page1 = None;
         while t0.elapsed() < Duration::from_secs(60) && !runner.is_finished() {
-            if let Some(x) = get("/") {
+            if let Some(x) = curl_tls(&ca, "https://localhost:8443/") {
                 page1 = Some(x);
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        let (st, body) = page1.expect("nginx never answered");
-        assert_eq!(st, 200);
+        // An ordinary client with the KBS CA: curl.
+        let body = page1.expect("the shield never answered curl --cacert kbs-ca.pem");
         assert!(body.contains("Welcome to nginx"), "{body}");
-        let (st, body) = get("/secret/page.html").unwrap();
-        assert_eq!(st, 200);
+        let body = curl_tls(&ca, "https://localhost:8443/secret/page.html").unwrap();
         assert!(body.contains("SEALED-NGINX-PAGE-51c2"));
+        // nginx's own port 80 lives in the app's network namespace only.
+        assert_not_listening_on_host(80);
+        // An attesting client: evidence with its nonce, this workload.
+        let (_, endpoint) = cocoon_tls::connect("127.0.0.1:8443", &expectation(&s, &kbs)).unwrap();
+        assert_eq!(endpoint.init_data.workload_digest, s.rv.workload_digest);
+        // ... and one expecting another workload refuses it.
+        let mut other = s.rv.clone();
+        other.workload_digest = format!("sha256:{}", "0".repeat(64));
+        let mut exp = expectation(&s, &kbs);
+        exp.reference = other;
+        let e = cocoon_tls::connect("127.0.0.1:8443", &exp).unwrap_err();
+        assert!(e.to_string().contains("workload"), "{e}");
         // During the run: nothing of the encrypted path on the host's disk.
         assert!(grep_tree(state.path(), b"SEALED-NGINX-PAGE-51c2").is_empty());
         assert!(grep_tree(state.path(), b"Welcome to nginx").is_empty());
         b.kill(libc::SIGTERM).unwrap();
         let r = runner.join().unwrap();
         assert_eq!(r.code, 0, "nginx exits cleanly on SIGTERM: {}", r.stderr);
+        assert!(r.stderr.contains("shield on 8443->80"), "{}", r.stderr);
     });
     drop(b);
     assert!(!state.path().join("nginx-e2e").exists());
 }
 
 #[test]
-fn redis_answers_set_and_get() {
+fn redis_behind_the_shield_answers_redis_cli_tls() {
     let _g = serial();
     let kbs = start_kbs();
     let work = tempfile::tempdir().unwrap();
-    let s = seal(
+    let s = seal_shielded(
         &format!("oci:{}:redis", cocoon_testkit::fixture("debian").display()),
         &["/usr/bin"],
-        vec![],
+        &[(6380, 6379)],
     );
     provision(&kbs, &s);
+    let ca = kbs_ca(&kbs, work.path());
     let state = tempfile::tempdir().unwrap();
     let mut o = options(&s, &kbs, state.path());
     o.name = Some("redis-e2e".into());
     let b = prepare(&o).unwrap();
+    let cli = |args: &[&str]| -> Option<String> {
+        let o = std::process::Command::new("redis-cli")
+            .args(["--tls", "--cacert"])
+            .arg(&ca)
+            .args(["-h", "localhost", "-p", "6380"])
+            .args(args)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        (o.status.success() && !out.is_empty() && !out.contains("error")).then_some(out)
+    };
     std::thread::scope(|sc| {
         let runner = sc.spawn(|| run_bundle(&b, work.path()));
         let t0 = Instant::now();
-        let mut conn = None;
+        let mut pong = None;
         while t0.elapsed() < Duration::from_secs(60) && !runner.is_finished() {
-            if let Ok(c) = std::net::TcpStream::connect("127.0.0.1:6379") {
-                conn = Some(c);
+            pong = cli(&["PING"]);
+            if pong.is_some() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        let mut c = conn.expect("redis never listened");
-        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        use std::io::{Read, Write};
-        let mut ask = |cmd: &[u8]| -> String {
-            c.write_all(cmd).unwrap();
-            let mut buf = [0u8; 256];
-            let n = c.read(&mut buf).unwrap();
-            String::from_utf8_lossy(&buf[..n]).into_owned()
-        };
         assert_eq!(
-            ask(b"*3\r\n$3\r\nSET\r\n$5\r\nsealk\r\n$6\r\nsealed\r\n"),
-            "+OK\r\n"
+            pong.as_deref(),
+            Some("PONG"),
+            "redis never answered over the shield"
         );
-        assert_eq!(
-            ask(b"*2\r\n$3\r\nGET\r\n$5\r\nsealk\r\n"),
-            "$6\r\nsealed\r\n"
-        );
+        assert_eq!(cli(&["SET", "sealk", "sealed"]).as_deref(), Some("OK"));
+        assert_eq!(cli(&["GET", "sealk"]).as_deref(), Some("sealed"));
+        assert_not_listening_on_host(6379);
         b.kill(libc::SIGTERM).unwrap();
         let r = runner.join().unwrap();
         assert_eq!(r.code, 0, "{}", r.stderr);
     });
 }
 
+/// A one-shot HTTP server on the host's 127.0.0.1 answering `body`; the
+/// request line it got comes back through the handle.
+fn host_http_once(body: &'static str) -> (u16, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        let mut first = String::new();
+        let mut r = BufReader::new(c.try_clone().unwrap());
+        r.read_line(&mut first).unwrap();
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap() > 2 {
+            line.clear();
+        }
+        write!(
+            c,
+            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        first
+    });
+    (port, h)
+}
+
 #[test]
-fn python_prints_secrets_and_reads_an_encrypted_file() {
+fn python_gets_secrets_reads_encrypted_files_and_reaches_out_through_the_egress_proxy() {
     let _g = serial();
     let kbs = start_kbs();
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("src");
-    let script = b"import os\nprint('env secret:', os.environ['API_TOKEN'])\n\
+    let script = b"import os, socket, urllib.request\n\
+print('env secret:', os.environ['API_TOKEN'])\n\
 print('file secret:', open('/etc/app/db-password').read())\n\
-print('model:', open('/models/weights.txt').read().strip())\n";
+print('model:', open('/models/weights.txt').read().strip())\n\
+port = int(os.environ['EGRESS_PORT'])\n\
+try:\n    socket.create_connection(('127.0.0.1', port), timeout=2)\n    print('direct: connected')\n\
+except OSError:\n    print('direct: refused')\n\
+url = 'http://127.0.0.1:%d/egress' % port\n\
+print('egress:', urllib.request.urlopen(url, timeout=10).read().decode())\n";
     derive(
         &cocoon_testkit::fixture("debian"),
         "python",
@@ -567,7 +670,9 @@ print('model:', open('/models/weights.txt').read().strip())\n";
             ("models/weights.txt", b"WEIGHTS-0xC0C00N"),
         ])),
     );
-    let s = seal(
+    // A shield port makes the app's network its own: outbound only
+    // through the launcher's egress proxy.
+    let s = seal_with(
         &format!("oci:{}:app", layout.display()),
         &["/models", "/app"],
         vec![
@@ -582,6 +687,11 @@ print('model:', open('/models/weights.txt').read().strip())\n";
                 path: Some("/etc/app/db-password".into()),
             },
         ],
+        vec![ShieldPort {
+            public: 18080,
+            app: 8080,
+        }],
+        &launcher(),
     );
     provision(&kbs, &s);
     kbs.admin
@@ -590,14 +700,25 @@ print('model:', open('/models/weights.txt').read().strip())\n";
     kbs.admin
         .put_resource("kbs:///py/file/db", b"pw-456")
         .unwrap();
+    let (port, server) = host_http_once("EGRESS-OK-7f3");
     let state = tempfile::tempdir().unwrap();
-    let b = prepare(&options(&s, &kbs, state.path())).unwrap();
+    let mut o = options(&s, &kbs, state.path());
+    // The host's 127.0.0.1 is not the app's: proxy it too.
+    o.env = vec![
+        format!("EGRESS_PORT={port}"),
+        "NO_PROXY=".into(),
+        "no_proxy=".into(),
+    ];
+    let b = prepare(&o).unwrap();
     assert!(grep_tree(state.path(), b"WEIGHTS-0xC0C00N").is_empty());
     let r = run_bundle(&b, work.path());
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("env secret: tok-123"), "{}", r.stdout);
     assert!(r.stdout.contains("file secret: pw-456"), "{}", r.stdout);
     assert!(r.stdout.contains("model: WEIGHTS-0xC0C00N"), "{}", r.stdout);
+    assert!(r.stdout.contains("direct: refused"), "{}", r.stdout);
+    assert!(r.stdout.contains("egress: EGRESS-OK-7f3"), "{}", r.stdout);
+    assert!(server.join().unwrap().starts_with("GET /egress HTTP/1.1"));
 }
 
 // ------------------------------------------------------------ refusals --

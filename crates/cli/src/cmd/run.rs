@@ -41,6 +41,9 @@ pub struct Args {
     /// Seconds the launcher retries an unreachable KBS.
     #[arg(long, value_name = "SECS")]
     pub kbs_retry: Option<u64>,
+    /// A DNS name for the shield's KBS-CA certificate (besides localhost); repeatable.
+    #[arg(long = "shield-name", value_name = "DNS_NAME")]
+    pub shield_names: Vec<String>,
     #[command(flatten)]
     pub opts: ImageOpts,
 }
@@ -72,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         name: args.name,
         state_root: args.state_dir,
         kbs_retry_secs: args.kbs_retry,
+        shield_names: args.shield_names,
     };
     let mut bundle = cocoon_runtime::prepare(&opts)?;
     if args.detach {
