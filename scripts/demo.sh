@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The end-to-end demo (run by `make demo`): measure a real Debian nginx image
-# the same way over three transports and a loopback registry; seal it; start
-# a KBS; run the sealed image under runc with the sim TEE, so that the key is
-# released only after attestation; fetch a page from an encrypted path; and
+# the same way over three transports and a loopback registry; seal it with a
+# shield port; start a KBS; run the sealed image under runc with the sim TEE,
+# so that the key is released only after attestation; verify the endpoint's
+# evidence over attested TLS and fetch a page with curl and the KBS CA; and
 # show a tampered image and an unknown workload being refused.
 # Usage: scripts/demo.sh [COCOON_BINARY]
 set -euo pipefail
@@ -54,10 +55,10 @@ if [ "$oci_digest" != "$archive_digest" ] || [ "$oci_digest" != "$registry_diges
 fi
 echo "one workload digest across transports: $oci_digest"
 
-step "Seal nginx: encrypt everything, sign with the owner key"
+step "Seal nginx: encrypt everything, sign with the owner key, attested TLS on 8443 in front of port 80"
 "$cocoon" keygen --out "$work/owner.key" >/dev/null
 "$cocoon" convert "oci:$fixtures/debian:nginx" "oci:$work/sealed:nginx" --sign "$work/owner.key" \
-  --encrypt-all --image-key-out "$work/image.key" --reference-values "$work/rv.json"
+  --encrypt-all --shield 8443:80 --image-key-out "$work/image.key" --reference-values "$work/rv.json"
 "$cocoon" verify-image "oci:$work/sealed:nginx" --pubkey "$work/owner.key.pub"
 
 step "Start the KBS (sim TEE allowed for this demo) and register the workload"
@@ -86,18 +87,33 @@ export COCOON_KBS_URL=$kbs COCOON_KBS_ADMIN_KEY=$work/admin.pem
 key_uri=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["resources"][0])' "$work/rv.json")
 "$cocoon" kbs resource put "$key_uri" "$work/image.key"
 
-step "Run the sealed image under runc: attest, get the key, serve the sealed tree, start nginx"
+step "Run the sealed image under runc: attest, get the key, serve the sealed tree, start nginx behind the shield"
 "$cocoon" run "oci:$work/sealed:nginx" --kbs "$kbs" --sim "$work/sim" --name cocoon-demo \
   --state-dir "$work/state" >"$work/run.log" 2>&1 &
 run_pid=$!
+curl -fs "$kbs/kbs/v0/ca.pem" >"$work/kbs-ca.pem"
 page=""
-for _ in $(seq 100); do page=$(curl -fs http://127.0.0.1:80/ 2>/dev/null) && break; sleep 0.2; done
+for _ in $(seq 150); do page=$(curl -fs --cacert "$work/kbs-ca.pem" https://localhost:8443/ 2>/dev/null) && break; sleep 0.2; done
 if ! grep -q "Welcome to nginx" <<<"$page"; then
   echo "demo: the sealed nginx did not answer; its log:" >&2
   cat "$work/run.log" >&2
   exit 1
 fi
-echo "GET http://127.0.0.1:80/ -> $(grep -o '<title>[^<]*</title>' <<<"$page")"
+echo "curl --cacert kbs-ca.pem https://localhost:8443/ -> $(grep -o '<title>[^<]*</title>' <<<"$page")"
+if curl -fs --max-time 2 http://127.0.0.1:80/ >/dev/null 2>&1; then
+  echo "demo: nginx's plaintext port 80 is reachable from the host" >&2
+  exit 1
+fi
+echo "http://127.0.0.1:80/ -> not reachable (nginx's port exists only in the app's network namespace)"
+
+step "Verify the endpoint before sending anything: evidence in the certificate, bound to our nonce"
+"$cocoon" verify-endpoint 127.0.0.1:8443 --reference-values "$work/rv.json" --sim-root "$work/sim/root.pem"
+jq '.workload_digest = "sha256:'"$(printf '0%.0s' $(seq 64))"'"' "$work/rv.json" >"$work/other-rv.json"
+if "$cocoon" verify-endpoint 127.0.0.1:8443 --reference-values "$work/other-rv.json" --sim-root "$work/sim/root.pem" 2>"$work/ve.log"; then
+  echo "demo: an endpoint running another workload was accepted" >&2
+  exit 1
+fi
+echo "expecting another workload: refused: $(tail -1 "$work/ve.log")"
 kill "$run_pid"; wait "$run_pid" 2>/dev/null || true; run_pid=""
 
 step "A tampered copy is refused: one byte of the sealed layer changed"
@@ -119,4 +135,4 @@ if "$cocoon" run "oci:$work/other:bb" --kbs "$kbs" --sim "$work/sim" --state-dir
 fi
 echo "refused: $(grep -m1 'cocoon-launcher: error' "$work/other.log" || tail -1 "$work/other.log")"
 
-step "OK: sealed nginx served only after attestation; tampering and unknown workloads refused"
+step "OK: sealed nginx served over attested TLS only after attestation; tampering and unknown workloads refused"
