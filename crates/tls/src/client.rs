@@ -226,9 +226,9 @@ fn handshake(
 }
 
 fn tcp_connect(addr: &str) -> Result<TcpStream> {
-    let err = |source: std::io::Error| Error::Connect {
+    let err = |error: std::io::Error| Error::Connect {
         addr: addr.to_string(),
-        source,
+        error,
     };
     let mut last = None;
     for a in addr.to_socket_addrs().map_err(err)? {

@@ -66,7 +66,7 @@ pub enum Error {
     },
     /// The evidence itself was refused (signature, chain, collateral, TCB).
     #[error("the endpoint's evidence is refused: {0}")]
-    Evidence(#[source] cocoon_attest::Error),
+    Evidence(cocoon_attest::Error),
     /// The evidence comes from the sim TEE, which was not allowed.
     #[error("the endpoint runs on the sim TEE, which gives no protection; sim evidence is refused unless explicitly allowed (development only)")]
     SimNotAllowed,
@@ -149,7 +149,7 @@ pub enum Error {
     },
     /// The TEE could not produce evidence.
     #[error("the TEE could not produce evidence for the certificate: {0}")]
-    Attester(#[source] cocoon_attest::Error),
+    Attester(cocoon_attest::Error),
     /// The OS random source failed.
     #[error("no randomness from the operating system: {detail}")]
     Random {
@@ -169,13 +169,12 @@ pub enum Error {
         detail: String,
     },
     /// The TCP connection could not be made.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}: {error}")]
     Connect {
         /// The address.
         addr: String,
-        /// The OS error.
-        #[source]
-        source: std::io::Error,
+        /// The OS error (in the message, so not also a `source`: one line).
+        error: std::io::Error,
     },
     /// The TLS handshake failed for a reason other than the certificate.
     #[error("TLS handshake with {addr} failed: {detail}")]
