@@ -42,6 +42,8 @@ enum Command {
     Run(cmd::run::Args),
     /// Run the key broker service, or administer one.
     Kbs(cmd::kbs::Args),
+    /// Check that a TLS endpoint's key lives in a TEE running the expected workload.
+    VerifyEndpoint(cmd::verify_endpoint::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Sim(args) => cmd::sim::run(args),
         Command::Run(args) => cmd::run::run(args),
         Command::Kbs(args) => cmd::kbs::run(args),
+        Command::VerifyEndpoint(args) => cmd::verify_endpoint::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -11,5 +11,6 @@ pub mod measure;
 pub mod run;
 pub mod sim;
 pub mod unpack;
+pub mod verify_endpoint;
 pub mod verify_image;
 pub mod workload_opts;
