@@ -4,7 +4,7 @@
 use std::io::Write as _;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::Resumption;
@@ -193,14 +193,14 @@ fn handshake(
     };
     timeouts(Some(CONNECT_TIMEOUT))?;
     let mut stream = StreamOwned::new(conn, sock);
-    let started = SystemTime::now();
+    let started = Instant::now();
     while stream.conn.is_handshaking() {
         if let Err(e) = stream.conn.complete_io(&mut stream.sock) {
             // The certificate check's own error says more than rustls's.
             if let Some(Err(refusal)) = verifier.take_outcome() {
                 return Err(refusal);
             }
-            let waited = started.elapsed().unwrap_or_default();
+            let waited = started.elapsed();
             return Err(hs_err(if waited >= CONNECT_TIMEOUT {
                 format!("no answer within {}s ({e})", CONNECT_TIMEOUT.as_secs())
             } else {

@@ -417,6 +417,18 @@ mod tests {
                 let _ = EvidenceClaims::from_cbor(&b);
             }
         }
+        // Deep nesting is refused by the decoder's depth limit, not by the stack.
+        for (open, n) in [
+            (0x81u8, 250usize),
+            (0x81, 100_000),
+            (0xc1, 100_000),
+            (0xa1, 100_000),
+        ] {
+            let mut b = vec![open; n];
+            b.push(0x00);
+            let _ = TaggedEvidence::from_cbor(&b);
+            let _ = EvidenceClaims::from_cbor(&b);
+        }
         for bad in [
             &[][..],
             &[0xa0][..],
