@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use cocoon_seal::reader::UnlockedTree;
 use fuser::{
     AccessFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
     ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
@@ -364,18 +364,16 @@ impl Filesystem for SealedFs {
         self.entry(made, reply);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let ns = self.ns();
-        let res = match flags.acc_mode() {
-            OpenAccMode::O_RDONLY => ns.node(ino.0).map(|_| ()),
-            _ => ns.check_writable(ino.0),
-        };
-        match res {
-            // Content changes only through this mount, so the kernel's page
-            // cache stays valid across opens.
-            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(e)),
-        }
+    fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // ENOSYS tells the kernel that opening needs no server: it stops
+        // sending OPEN and RELEASE (`no_open`) and keeps the page cache
+        // across opens (its default for that case is FOPEN_KEEP_CACHE;
+        // content changes only through this mount). A small-file server
+        // (nginx, Python imports) then opens without a round trip here.
+        // Nothing is lost: file handles are unused, permissions are the
+        // kernel's (`default_permissions`), and writes and truncation of a
+        // secret are refused where they happen (EPERM).
+        reply.error(Errno::ENOSYS);
     }
 
     fn read(
@@ -434,7 +432,10 @@ impl Filesystem for SealedFs {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // Memory is the only storage: nothing to do on close. ENOSYS makes
+        // the kernel stop sending FLUSH (`no_flush`), one round trip less
+        // per close().
+        reply.error(Errno::ENOSYS);
     }
 
     fn fsync(

@@ -895,15 +895,6 @@ impl Ns {
         Ok(ReadPlan::Bytes(bytes[start..end].to_vec()))
     }
 
-    /// Whether opening `ino` for writing is allowed.
-    pub(crate) fn check_writable(&self, ino: u64) -> Res<()> {
-        match &self.node(ino)?.kind {
-            Kind::File(Content::Secret(_)) => Err(libc::EPERM),
-            Kind::Dir { .. } => Err(libc::EISDIR),
-            _ => Ok(()),
-        }
-    }
-
     /// chmod, chown, utimens and truncate (already permitted by the kernel).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn setattr(

@@ -325,9 +325,21 @@ fn secrets_are_in_memory_files() {
     ]));
     assert!(!ok && err.contains("Permission denied"), "{err}");
     assert_eq!(fs::read(mnt.join("etc/motd")).unwrap(), b"replaced");
-    // Even root cannot change a secret.
-    let e = fs::OpenOptions::new().write(true).open(&p).unwrap_err();
+    // Even root cannot change a secret: neither by writing (opening needs
+    // no server, so the write is what fails) nor by truncating.
+    let e = fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .and_then(|mut f| f.write_all(b"x"))
+        .unwrap_err();
     assert_eq!(errno(&e), libc::EPERM);
+    let e = fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&p)
+        .unwrap_err();
+    assert_eq!(errno(&e), libc::EPERM);
+    assert_eq!(fs::read(&p).unwrap(), b"hunter2");
     handle.unmount().unwrap();
 }
 

@@ -386,7 +386,9 @@ impl LauncherCertifier {
             self.attester.as_ref(),
             &self.init,
             nonce,
-            SystemTime::now(),
+            // Backdated a little: a client whose clock is behind ours
+            // must not see a certificate from the future.
+            SystemTime::now() - cocoon_tls::server::CLOCK_SKEW,
             EVIDENCE_LIFETIME,
         )
         .map_err(|e| Error::Attest(format!("shield certificate: {e}")))?;
