@@ -554,6 +554,14 @@ fn nginx_behind_the_shield_serves_attested_tls_and_hides_its_port() {
         exp.reference = other;
         let e = cocoon_tls::connect("127.0.0.1:8443", &exp).unwrap_err();
         assert!(e.to_string().contains("workload"), "{e}");
+        // ... and so does one trusting another sim platform's root.
+        let other_sim = sim::init(&work.path().join("other-sim")).unwrap();
+        let exp = cocoon_tls::Expectation::new(
+            s.rv.clone(),
+            cocoon_attest::Collateral::from_paths(&[other_sim.root_path()]).unwrap(),
+        )
+        .allow_sim(true);
+        assert!(cocoon_tls::connect("127.0.0.1:8443", &exp).is_err());
         // During the run: nothing of the encrypted path on the host's disk.
         assert!(grep_tree(state.path(), b"SEALED-NGINX-PAGE-51c2").is_empty());
         assert!(grep_tree(state.path(), b"Welcome to nginx").is_empty());
