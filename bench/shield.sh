@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Shield throughput and handshake latency (issues 6 and 7), same run, same
+# machine, same nginx binary:
+#
+#   baseline: the ORIGINAL Debian nginx image (unpacked with cocoon, run with
+#             runc on the host network) doing its own TLS (OpenSSL, P-256
+#             certificate) on :9443;
+#   shield:   the same image sealed (`--encrypt-all --shield 8443:80`) run by
+#             `cocoon run` under the sim TEE; TLS ends in the launcher's
+#             shield (rustls) which forwards to nginx's plaintext :80 in the
+#             app's own network namespace.
+#
+# Both serve the default page (615 B) and a 1 MiB file; wrk (OpenSSL) drives
+# each for SECS seconds with CONNS connections and 2 threads. Handshake
+# latency: the median of curl's (appconnect - connect) over 50 fresh
+# connections (the shield's KBS-CA route), and the median wall time of
+# `cocoon verify-endpoint` (fresh evidence per connection: nonce in SNI,
+# evidence made and verified) over 20 runs.
+#
+#   bench/shield.sh [COCOON_BINARY]     (root; fixtures; `make release`)
+#   BENCH_SECS=10 BENCH_CONNS=32
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cocoon=$(realpath "${1:-target/release/cocoon}")
+fixtures=$(realpath "${COCOON_FIXTURES:-target/fixtures}")
+secs=${BENCH_SECS:-10}
+conns=${BENCH_CONNS:-32}
+work=$(mktemp -d)
+kbs_pid=""
+cleanup() {
+  runc --root "$work/runc" kill bench-base KILL 2>/dev/null || true
+  runc --root "$work/runc" delete --force bench-base 2>/dev/null || true
+  runc --root "$work/state/runc" kill bench-shield KILL 2>/dev/null || true
+  runc --root "$work/state/runc" delete --force bench-shield 2>/dev/null || true
+  if [ -n "$kbs_pid" ]; then kill "$kbs_pid" 2>/dev/null || true; wait "$kbs_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_for() { for _ in $(seq 300); do curl -ks --max-time 2 -o /dev/null "$1" && return 0; sleep 0.2; done; echo "bench: $1 never answered" >&2; return 1; }
+
+# The image both runs serve: Debian nginx plus a 1 MiB file.
+cp -a "$fixtures/debian" "$work/web"
+head -c $((1 << 20)) /dev/urandom >"$work/1m.bin"
+umoci insert --image "$work/web:nginx" --tag bench "$work/1m.bin" /var/www/html/1m.bin >/dev/null
+
+# --- baseline: the original image, nginx's own TLS ---------------------------
+mkdir -p "$work/base"
+"$cocoon" unpack "oci:$work/web:bench" "$work/base/rootfs" >/dev/null
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+  -keyout "$work/base/rootfs/etc/nginx/bench.key" -out "$work/base/rootfs/etc/nginx/bench.crt" 2>/dev/null
+cat >"$work/base/rootfs/etc/nginx/conf.d/bench-tls.conf" <<'CONF'
+server {
+    listen 9443 ssl;
+    ssl_certificate /etc/nginx/bench.crt;
+    ssl_certificate_key /etc/nginx/bench.key;
+    root /var/www/html;
+    index index.nginx-debian.html index.html;
+}
+CONF
+(cd "$work/base" && runc spec)
+caps='["CAP_CHOWN","CAP_DAC_OVERRIDE","CAP_FOWNER","CAP_SETUID","CAP_SETGID","CAP_KILL","CAP_NET_BIND_SERVICE"]'
+jq --argjson caps "$caps" '.process.terminal = false | .process.args = ["nginx","-g","daemon off;"]
+  | .root.readonly = false
+  | .process.capabilities = {bounding: $caps, effective: $caps, permitted: $caps}
+  | .linux.namespaces |= map(select(.type != "network"))' \
+  "$work/base/config.json" >"$work/base/config.json.new"
+mv "$work/base/config.json.new" "$work/base/config.json"
+runc --root "$work/runc" run -d --bundle "$work/base" bench-base >"$work/base.log" 2>&1 </dev/null
+
+# --- shield: the sealed image under cocoon run ---------------------------------
+"$cocoon" keygen --out "$work/owner.key" >/dev/null
+"$cocoon" convert "oci:$work/web:bench" "oci:$work/sealed:bench" --sign "$work/owner.key" -q \
+  --encrypt-all --shield 8443:80 --image-key-out "$work/image.key" --reference-values "$work/rv.json"
+"$cocoon" sim init "$work/sim" >/dev/null
+"$cocoon" kbs keygen-admin --out "$work/admin.pem" >/dev/null
+"$cocoon" kbs keygen-kek >"$work/kek.hex"
+kbs_port=$(free_port)
+cat >"$work/kbs.toml" <<TOML
+[server]
+listen = "127.0.0.1:$kbs_port"
+[attestation]
+allow_sim = true
+collateral = ["sim/root.pem"]
+[store]
+path = "kbs.redb"
+kek_file = "kek.hex"
+[admin]
+public_keys = ["admin.pem.pub"]
+TOML
+"$cocoon" kbs serve --config "$work/kbs.toml" >"$work/kbs.log" 2>&1 &
+kbs_pid=$!
+kbs="http://127.0.0.1:$kbs_port"
+for _ in $(seq 100); do curl -fs "$kbs/health" >/dev/null && break; sleep 0.1; done
+export COCOON_KBS_URL=$kbs COCOON_KBS_ADMIN_KEY=$work/admin.pem
+"$cocoon" kbs reference-values add "$work/rv.json"
+"$cocoon" kbs resource put "$(jq -r '.resources[0]' "$work/rv.json")" "$work/image.key"
+curl -fs "$kbs/kbs/v0/ca.pem" >"$work/kbs-ca.pem"
+"$cocoon" run "oci:$work/sealed:bench" --kbs "$kbs" --sim "$work/sim" -d --name bench-shield \
+  --state-dir "$work/state" >/dev/null
+
+wait_for https://localhost:9443/
+wait_for https://localhost:8443/
+cmp -s <(curl -fs --cacert "$work/base/rootfs/etc/nginx/bench.crt" https://localhost:9443/1m.bin) "$work/1m.bin"
+cmp -s <(curl -fs --cacert "$work/kbs-ca.pem" https://localhost:8443/1m.bin) "$work/1m.bin"
+
+rps() { # URL -> "requests/s MB/s"
+  local out
+  out=$(wrk -t2 -c"$conns" -d"${secs}s" "$1")
+  local r t
+  r=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+  t=$(awk '/^Transfer\/sec/ {v=$2; if (v ~ /GB$/) {sub(/GB/,"",v); v*=1024} else if (v ~ /KB$/) {sub(/KB/,"",v); v/=1024} else {sub(/MB/,"",v)}; print v}' <<<"$out")
+  echo "$r $t"
+}
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+handshake_ms() { # URL CACERT
+  for _ in $(seq 50); do
+    curl -s -o /dev/null --cacert "$2" -w '%{time_connect} %{time_appconnect}\n' "$1"
+  done | awk '{printf "%.3f\n", ($2-$1)*1000}' | median
+}
+
+echo "# shield vs nginx's own TLS, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# wrk -t2 -c$conns -d${secs}s; TLS 1.3 both; P-256 certificates both"
+echo
+echo "| payload | nginx TLS (req/s, MB/s) | shield (req/s, MB/s) | shield / nginx TLS |"
+echo "| --- | --- | --- | --- |"
+for p in / /1m.bin; do
+  read -r br bt < <(rps "https://localhost:9443$p")
+  read -r sr st < <(rps "https://localhost:8443$p")
+  ratio=$(echo "scale=2; $sr / $br" | bc)
+  name=$([ "$p" = / ] && echo "default page (615 B)" || echo "1 MiB file")
+  echo "| $name | $br, $bt | $sr, $st | ${ratio}x |"
+done
+echo
+hb=$(handshake_ms https://localhost:9443/ "$work/base/rootfs/etc/nginx/bench.crt")
+hs=$(handshake_ms https://localhost:8443/ "$work/kbs-ca.pem")
+for _ in $(seq 20); do
+  s=$(date +%s%N)
+  "$cocoon" verify-endpoint 127.0.0.1:8443 --reference-values "$work/rv.json" --sim-root "$work/sim/root.pem" >/dev/null
+  echo $(( ($(date +%s%N) - s) / 1000 ))
+done | median >"$work/ve"
+echo "| handshake (median) | nginx TLS | shield, KBS-CA certificate | shield, fresh evidence (cocoon verify-endpoint, whole process) |"
+echo "| --- | --- | --- | --- |"
+echo "| ms | $hb | $hs | $(echo "scale=1; $(cat "$work/ve") / 1000" | bc) |"
