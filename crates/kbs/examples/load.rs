@@ -390,8 +390,7 @@ fn run(args: &[String]) -> Res<()> {
     Conn::new(&url)?;
     provision(&url, &admin_key)?;
     let i = init_data();
-    let host_data = init_data_field(Tee::Sim, &i.digest().map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
+    let host_data = init_data_field(Tee::Sim, &i.digest()).map_err(|e| e.to_string())?;
     let sim = Arc::new(SimSigner::new(&sim_dir, host_data)?);
     if sim.fast.is_none() {
         eprintln!("load: signing sim reports with the p384 crate (ring could not load the key)");

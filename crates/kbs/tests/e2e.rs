@@ -219,7 +219,7 @@ impl Flow<'_> {
     /// Sim evidence binding `nonce`, `jwk` and `init` (host data).
     fn evidence(&self, sim: &SimPlatform, nonce: &str, jwk: &Value, init: &InitData) -> Vec<u8> {
         let rd = kbs_report_data(nonce, jwk, "").unwrap();
-        let host = init_data_field(Tee::Sim, &init.digest().unwrap()).unwrap();
+        let host = init_data_field(Tee::Sim, &init.digest()).unwrap();
         sim.sign([7; 48], &host, &rd, 1).unwrap()
     }
 

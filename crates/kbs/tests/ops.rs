@@ -111,7 +111,7 @@ fn full_flow(a: &ureq::Agent, base: &str, sim: &SimPlatform) -> Vec<u8> {
     let mut jwk = p256_jwk(&key.public_key());
     jwk["alg"] = "ECDH-ES+A256KW".into();
     let rd = kbs_report_data(&nonce, &jwk, "").unwrap();
-    let host = init_data_field(Tee::Sim, &init_data().digest().unwrap()).unwrap();
+    let host = init_data_field(Tee::Sim, &init_data().digest()).unwrap();
     let ev = sim.sign([7; 48], &host, &rd, 1).unwrap();
     let att = json!({
         "init-data": {"format": "json", "body": serde_json::to_string(&init_data()).unwrap()},
