@@ -42,7 +42,7 @@ use crate::metrics::Metrics;
 use crate::policy::{self, Policy, DEFAULT_POLICY};
 use crate::protocol::*;
 use crate::reference::{
-    init_data_from_json, parse_resource_uri, reference_values_from_json, resource_uri,
+    parse_resource_uri, presented_init_data, reference_values_from_json, resource_uri,
     ReferenceValues,
 };
 use crate::session::{SessionState, Sessions};
@@ -403,13 +403,7 @@ async fn attest_inner(kbs: &Arc<Kbs>, tee: &str, nonce: &str, body: Body) -> Res
     check_tee_allowed(kbs, tee)?;
     let init_data = match &att.init_data {
         None => None,
-        Some(doc) if doc.format == "json" => Some(init_data_from_json(doc.body.as_bytes())?),
-        Some(doc) => {
-            return Err(Error::BadRequest(format!(
-                "init-data format {:?} is not supported; use \"json\" (docs/kbs.md)",
-                doc.format
-            )))
-        }
+        Some(doc) => Some(presented_init_data(&doc.format, &doc.body)?),
     };
     let claims: Value = if tee == "sample" {
         let c = sample_claims(&att.tee_evidence.primary_evidence)?;
@@ -444,7 +438,7 @@ async fn attest_inner(kbs: &Arc<Kbs>, tee: &str, nonce: &str, body: Body) -> Res
             Error::Forbidden("report data does not bind this session's nonce and tee-pubkey".into())
         })?;
         if let Some(i) = &init_data {
-            claims.expect_init_data(&i.digest()).map_err(|_| {
+            claims.expect_init_data(&i.digest).map_err(|_| {
                 Error::Forbidden(
                     "init data digest does not match the evidence's init data field".into(),
                 )
@@ -459,7 +453,7 @@ async fn attest_inner(kbs: &Arc<Kbs>, tee: &str, nonce: &str, body: Body) -> Res
     Ok(json!({
         "tee": tee,
         "claims": claims,
-        "init_data": init_data,
+        "init_data": init_data.map(|i| i.policy_view),
         "runtime_data_claims": {"tee-pubkey": att.runtime_data.tee_pubkey},
     }))
 }

@@ -825,3 +825,58 @@ fn child_writer() {
         std::io::stdout().flush().unwrap();
     }
 }
+
+/// Trustee / Confidential Containers initdata (`format: toml`): the platform
+/// binds the named hash of the body; the policy sees the document.
+#[test]
+fn trustee_toml_init_data_is_checked_against_the_evidence_and_given_to_policy() {
+    use sha2::Digest as _;
+    let h = start(|_| {});
+    provision(&h);
+    let toml = "algorithm = \"sha384\"\nversion = \"0.1.0\"\n\n[data]\n\"cdh.toml\" = '''\nsocket = \"unix:///run/cdh.sock\"\n'''\n";
+    let attest_toml = |body: &str, bound: &str| -> (Flow<'_>, Resp) {
+        let f = auth(&h, "sim");
+        let jwk = f.tee.jwk();
+        let rd = kbs_report_data(&f.nonce, &jwk, "").unwrap();
+        let host = init_data_field(Tee::Sim, &sha2::Sha384::digest(bound.as_bytes())).unwrap();
+        let ev = h.sim.sign([7; 48], &host, &rd, 1).unwrap();
+        let req = json!({
+            "init-data": {"format": "toml", "body": body},
+            "runtime-data": {"nonce": f.nonce, "tee-pubkey": jwk},
+            "tee-evidence": {"primary_evidence": b64(&ev), "additional_evidence": ""},
+        });
+        let r = http(
+            "POST",
+            &format!("{}/kbs/v0/attest", h.base),
+            &[("cookie", &f.cookie), ("content-type", "application/json")],
+            req.to_string().into_bytes(),
+        );
+        (f, r)
+    };
+    // Bound body: attested; the default policy knows no such workload.
+    let (f, r) = attest_toml(toml, toml);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    f.resource("app/key/image").problem(403);
+    // A policy over the initdata document releases it.
+    h.admin
+        .set_policy(
+            "package cocoon.kbs\nimport rego.v1\ndefault allow := false\n\
+             allow if {\n\tinput.init_data.algorithm == \"sha384\"\n\
+             \tcontains(input.init_data.data[\"cdh.toml\"], \"cdh.sock\")\n}\n",
+        )
+        .unwrap();
+    let (f, r) = attest_toml(toml, toml);
+    assert_eq!(r.status, 200);
+    assert_eq!(decrypt_resp(&f, &f.resource("app/key/image")), SECRET);
+    // Presenting a body other than the one the platform bound: refused.
+    let other = toml.replace("cdh.sock", "evil.sock");
+    let (_, r) = attest_toml(&other, toml);
+    assert!(r.problem(403).contains("init data"), "{}", r.problem(403));
+    // Malformed initdata: 400, and the server keeps serving.
+    let (_, r) = attest_toml("algorithm = \"md5\"\nversion = \"0.1.0\"\n", toml);
+    assert!(r.problem(400).contains("md5"));
+    h.admin
+        .set_policy(cocoon_kbs::policy::DEFAULT_POLICY)
+        .unwrap();
+    good_flow(&h);
+}
