@@ -14,6 +14,7 @@ deps:
 # Real test images built with umoci/skopeo/debootstrap, cached outside git.
 fixtures: deps
 	@bash scripts/fixtures.sh
+	@bash scripts/models.sh
 
 # The launcher runs as PID 1 in any base image, so it is linked statically;
 # an explicit --target keeps the static flag off build scripts and proc-macros.

@@ -14,6 +14,7 @@ packages=(
   redis-tools           # redis-cli --tls against a shielded redis
   wrk                   # HTTP load for the shield benchmark
   bc                    # benchmark arithmetic
+  python3-pip python3-venv  # models from PyPI wheels (scripts/models.sh), onnxruntime for bench/infer.sh
   ca-certificates curl jq
 )
 
