@@ -21,6 +21,7 @@
 #   BENCH_SECS=10 BENCH_CONNS=32
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/sim-kbs.sh
 cocoon=$(realpath "${1:-target/release/cocoon}")
 fixtures=$(realpath "${COCOON_FIXTURES:-target/fixtures}")
 secs=${BENCH_SECS:-10}
@@ -36,7 +37,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_for() { for _ in $(seq 300); do curl -ks --max-time 2 -o /dev/null "$1" && return 0; sleep 0.2; done; echo "bench: $1 never answered" >&2; return 1; }
 
 # The image both runs serve: Debian nginx plus a 1 MiB file.
@@ -73,29 +73,8 @@ runc --root "$work/runc" run -d --bundle "$work/base" bench-base >"$work/base.lo
 "$cocoon" keygen --out "$work/owner.key" >/dev/null
 "$cocoon" convert "oci:$work/web:bench" "oci:$work/sealed:bench" --sign "$work/owner.key" -q \
   --encrypt-all --shield 8443:80 --image-key-out "$work/image.key" --reference-values "$work/rv.json"
-"$cocoon" sim init "$work/sim" >/dev/null
-"$cocoon" kbs keygen-admin --out "$work/admin.pem" >/dev/null
-"$cocoon" kbs keygen-kek >"$work/kek.hex"
-kbs_port=$(free_port)
-cat >"$work/kbs.toml" <<TOML
-[server]
-listen = "127.0.0.1:$kbs_port"
-[attestation]
-allow_sim = true
-collateral = ["sim/root.pem"]
-[store]
-path = "kbs.redb"
-kek_file = "kek.hex"
-[admin]
-public_keys = ["admin.pem.pub"]
-TOML
-"$cocoon" kbs serve --config "$work/kbs.toml" >"$work/kbs.log" 2>&1 &
-kbs_pid=$!
-kbs="http://127.0.0.1:$kbs_port"
-for _ in $(seq 100); do curl -fs "$kbs/health" >/dev/null && break; sleep 0.1; done
-export COCOON_KBS_URL=$kbs COCOON_KBS_ADMIN_KEY=$work/admin.pem
-"$cocoon" kbs reference-values add "$work/rv.json"
-"$cocoon" kbs resource put "$(jq -r '.resources[0]' "$work/rv.json")" "$work/image.key"
+start_sim_kbs "$cocoon" "$work"
+register_workload "$cocoon" "$work/rv.json" "$work/image.key"
 curl -fs "$kbs/kbs/v0/ca.pem" >"$work/kbs-ca.pem"
 "$cocoon" run "oci:$work/sealed:bench" --kbs "$kbs" --sim "$work/sim" -d --name bench-shield \
   --state-dir "$work/state" >/dev/null

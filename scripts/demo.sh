@@ -8,12 +8,14 @@
 # Usage: scripts/demo.sh [COCOON_BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/sim-kbs.sh
 cocoon=$(realpath "${1:-target/release/cocoon}")
 fixtures=$(realpath "${COCOON_FIXTURES:-target/fixtures}")
 work=$(mktemp -d)
 registry_pid="" kbs_pid="" run_pid=""
 cleanup() {
-  for pid in $run_pid $kbs_pid $registry_pid; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+  # (wait reports a killed process as 143: not a failure of the demo)
+  for pid in $run_pid $kbs_pid $registry_pid; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -29,7 +31,7 @@ archive_digest=$("$cocoon" measure "docker-archive:$fixtures/debian-nginx.tar")
 echo "$archive_digest"
 
 step "Start Debian's docker-registry on loopback and push the image with cocoon"
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 cat >"$work/registry.yml" <<YAML
 version: 0.1
 storage: {filesystem: {rootdirectory: $work/registry}}
@@ -62,30 +64,8 @@ step "Seal nginx: encrypt everything, sign with the owner key, attested TLS on 8
 "$cocoon" verify-image "oci:$work/sealed:nginx" --pubkey "$work/owner.key.pub"
 
 step "Start the KBS (sim TEE allowed for this demo) and register the workload"
-"$cocoon" sim init "$work/sim" >/dev/null
-"$cocoon" kbs keygen-admin --out "$work/admin.pem" >/dev/null
-"$cocoon" kbs keygen-kek >"$work/kek.hex"
-kbs_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat >"$work/kbs.toml" <<TOML
-[server]
-listen = "127.0.0.1:$kbs_port"
-[attestation]
-allow_sim = true
-collateral = ["sim/root.pem"]
-[store]
-path = "kbs.redb"
-kek_file = "kek.hex"
-[admin]
-public_keys = ["admin.pem.pub"]
-TOML
-"$cocoon" kbs serve --config "$work/kbs.toml" >"$work/kbs.log" 2>&1 &
-kbs_pid=$!
-kbs="http://127.0.0.1:$kbs_port"
-for _ in $(seq 100); do curl -fs "$kbs/health" >/dev/null && break; sleep 0.1; done
-export COCOON_KBS_URL=$kbs COCOON_KBS_ADMIN_KEY=$work/admin.pem
-"$cocoon" kbs reference-values add "$work/rv.json"
-key_uri=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["resources"][0])' "$work/rv.json")
-"$cocoon" kbs resource put "$key_uri" "$work/image.key"
+start_sim_kbs "$cocoon" "$work"
+register_workload "$cocoon" "$work/rv.json" "$work/image.key"
 
 step "Run the sealed image under runc: attest, get the key, serve the sealed tree, start nginx behind the shield"
 "$cocoon" run "oci:$work/sealed:nginx" --kbs "$kbs" --sim "$work/sim" --name cocoon-demo \
