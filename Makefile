@@ -4,7 +4,7 @@
 CARGO ?= cargo
 COCOON := target/release/cocoon
 
-.PHONY: all deps fixtures launcher build release lint test demo bench
+.PHONY: all deps fixtures launcher infer-server build release lint test demo bench
 
 all: build
 
@@ -22,18 +22,24 @@ LAUNCHER_TARGET := x86_64-unknown-linux-gnu
 launcher: deps
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p cocoon-launcher --target $(LAUNCHER_TARGET)
 
+# The inference server goes into images that hold nothing else (cocoon infer
+# image), so it is static too, built the same way.
+infer-server: deps
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p cocoon-infer --bin cocoon-infer --target $(LAUNCHER_TARGET)
+
 build: deps launcher
 	$(CARGO) build --workspace
 
-release: deps launcher
+release: deps launcher infer-server
 	$(CARGO) build --release -p cocoon-cli
 	cp target/$(LAUNCHER_TARGET)/release/cocoon-launcher target/release/cocoon-launcher
+	cp target/$(LAUNCHER_TARGET)/release/cocoon-infer target/release/cocoon-infer
 
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-test: deps fixtures launcher lint
+test: deps fixtures launcher infer-server lint
 	$(CARGO) test --workspace
 
 demo: fixtures release

@@ -44,6 +44,8 @@ enum Command {
     Kbs(cmd::kbs::Args),
     /// Check that a TLS endpoint's key lives in a TEE running the expected workload.
     VerifyEndpoint(cmd::verify_endpoint::Args),
+    /// Serve ONNX models (Open Inference Protocol), build their image, send attested requests.
+    Infer(cmd::infer::Args),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cmd::run::run(args),
         Command::Kbs(args) => cmd::kbs::run(args),
         Command::VerifyEndpoint(args) => cmd::verify_endpoint::run(args),
+        Command::Infer(args) => cmd::infer::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

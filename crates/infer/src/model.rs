@@ -50,12 +50,12 @@ pub fn available_cores() -> usize {
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read model {path}: {source}")]
+    #[error("cannot read model {path}: {error}")]
     Read {
         /// The model file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (said in the message, so not a `source`).
+        error: std::io::Error,
     },
     /// tract could not parse, type or plan the model.
     #[error("cannot load model {path}: {reason}")]
@@ -118,9 +118,9 @@ impl Model {
     /// Loads the ONNX model at `path` under `name`.
     pub fn load(name: &str, path: &Path, engine: &EngineOptions) -> Result<Model, LoadError> {
         check_name(name)?;
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let engine_err = |e: TractError| LoadError::Engine {
             path: path.to_path_buf(),

@@ -40,9 +40,16 @@ pub enum ServeError {
     /// A model did not load.
     #[error(transparent)]
     Load(#[from] crate::model::LoadError),
-    /// The server could not listen or stopped on an error.
+    /// The server could not listen or stopped on an error (said in the
+    /// message, so not a `source`).
     #[error("server: {0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
+}
+
+impl From<std::io::Error> for ServeError {
+    fn from(e: std::io::Error) -> Self {
+        ServeError::Io(e)
+    }
 }
 
 /// Pairs `--model` and `--name` arguments into `(name, file)`.

@@ -4,6 +4,7 @@ pub mod attest;
 pub mod convert;
 pub mod copy;
 pub mod image_opts;
+pub mod infer;
 pub mod inspect;
 pub mod kbs;
 pub mod keygen;
