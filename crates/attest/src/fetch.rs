@@ -1,8 +1,12 @@
-//! Fetching collateral from AMD KDS into a local cache.
+//! Fetching collateral from AMD KDS and Intel PCS into a local cache.
 //!
 //! Verification never needs the network: [`crate::Collateral::from_paths`]
 //! reads everything from files. This module is the optional convenience on
-//! top: given SEV-SNP evidence (a bare report, or an Azure vTPM envelope
+//! top. For TDX and SGX quotes it fetches the DCAP collateral from Intel
+//! PCS (or a PCCS) into a cache directory laid out the way the file loader
+//! reads it, refetching items past their `nextUpdate` (see [`intel`]).
+//!
+//! For SEV-SNP evidence (a bare report, or an Azure vTPM envelope
 //! without an embedded VCEK) it builds the AMD KDS VCEK URL
 //!
 //! ```text
@@ -19,29 +23,36 @@
 //! the built-in AMD roots during verification.
 //!
 //! With no network the error names the URL and says to pass the collateral
-//! with `--collateral DIR` instead. Intel PCS (TDX/SGX) fetching is not
-//! built in yet: DCAP collateral must come from files.
+//! with `--collateral DIR` instead. Every response is size-limited.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use crate::snp::{Product, Report, TcbVersion, REPORT_LEN};
-use crate::{Collateral, Error, Result, Tee};
+use crate::{Collateral, Error, Result, Tee, UnixTime};
+
+pub mod intel;
+
+pub use intel::{DcapFetch, PckCa, PckInfo, INTEL_PCS, INTEL_ROOT_CA_CRL};
 
 /// The public AMD Key Distribution Service.
 pub const AMD_KDS: &str = "https://kdsintf.amd.com";
 
-/// Largest response accepted (a VCEK is about 1.4 KB).
-const MAX_RESPONSE: u64 = 1 << 20;
+/// Largest response body accepted (a VCEK is about 1.4 KB, Intel TCB info
+/// and PCK CRLs tens of KB).
+pub const MAX_RESPONSE: u64 = 1 << 20;
 
 /// Fetches collateral over HTTP(S) through a cache directory.
 #[derive(Debug)]
 pub struct Fetcher {
     agent: ureq::Agent,
     kds: String,
+    pcs: String,
+    intel_root_crl: String,
     cache: PathBuf,
 }
 
@@ -90,8 +101,8 @@ enum GetError {
 }
 
 impl Fetcher {
-    /// A fetcher using the public AMD KDS and the cache directory `cache`
-    /// (created on first store).
+    /// A fetcher using the public AMD KDS and Intel PCS and the cache
+    /// directory `cache` (created on first store).
     pub fn new(cache: impl Into<PathBuf>) -> Self {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -103,6 +114,8 @@ impl Fetcher {
         Fetcher {
             agent,
             kds: AMD_KDS.to_string(),
+            pcs: INTEL_PCS.to_string(),
+            intel_root_crl: INTEL_ROOT_CA_CRL.to_string(),
             cache: cache.into(),
         }
     }
@@ -110,6 +123,20 @@ impl Fetcher {
     /// Uses another KDS base URL (a mirror, or a test server).
     pub fn with_kds_base(mut self, base: &str) -> Self {
         self.kds = base.trim_end_matches('/').to_string();
+        self
+    }
+
+    /// Uses another Intel PCS base URL (a PCCS, or a test server). The
+    /// paths below it are PCS v4's (`/tdx|sgx/certification/v4/...`).
+    pub fn with_pcs_base(mut self, base: &str) -> Self {
+        self.pcs = base.trim_end_matches('/').to_string();
+        self
+    }
+
+    /// Uses another URL for the Intel SGX Root CA CRL (DER, or hex of DER
+    /// as a PCCS serves it at `/sgx/certification/v4/rootcacrl`).
+    pub fn with_intel_root_crl_url(mut self, url: &str) -> Self {
+        self.intel_root_crl = url.to_string();
         self
     }
 
@@ -128,13 +155,16 @@ impl Fetcher {
 
     /// Adds to `collateral` what `evidence` of kind `tee` needs and the
     /// collateral lacks, fetching it (or reading it from the cache).
-    /// Returns the URLs used. TEEs that need nothing fetchable, or whose
-    /// collateral is already there, are left alone.
+    /// `now` is the verification time: cached Intel collateral past its
+    /// `nextUpdate` at `now` is fetched again. Returns the URLs used
+    /// (fetched or served from the cache). TEEs that need nothing
+    /// fetchable, or whose collateral is already there, are left alone.
     pub fn complete(
         &self,
         tee: Tee,
         evidence: &[u8],
         collateral: &mut Collateral,
+        now: UnixTime,
     ) -> Result<Vec<String>> {
         let report = match tee {
             Tee::Snp => {
@@ -151,8 +181,17 @@ impl Fetcher {
                 })?;
                 Report::parse(snp)?
             }
-            // Sim roots are local by design; DCAP collateral comes from files.
-            Tee::Sim | Tee::Tdx | Tee::Sgx => return Ok(Vec::new()),
+            Tee::Tdx | Tee::Sgx => {
+                if collateral.dcap.is_some() {
+                    return Ok(Vec::new());
+                }
+                let fetched = self.dcap(tee, evidence, now)?;
+                // Read back exactly as `--collateral DIR` would.
+                collateral.dcap = Collateral::from_paths(&[&fetched.dir])?.dcap;
+                return Ok(fetched.urls);
+            }
+            // Sim roots are local by design.
+            Tee::Sim => return Ok(Vec::new()),
         };
         if report.signed_by_vlek() == Some(true) {
             if collateral.certs.is_empty() {
@@ -205,6 +244,18 @@ impl Fetcher {
                 return Ok(b);
             }
         }
+        let (body, _) = self.request(url)?;
+        self.store(&path, &body)
+            .map_err(|e| GetError::Other(Error::io("write", &path, e)))?;
+        Ok(body)
+    }
+
+    /// GET `url` (no cache): the body and headers of an HTTP 200 answer
+    /// with a non-empty body of at most [`MAX_RESPONSE`] bytes.
+    fn request(
+        &self,
+        url: &str,
+    ) -> std::result::Result<(Vec<u8>, ureq::http::HeaderMap), GetError> {
         let fail = |detail: String| {
             GetError::Other(Error::Fetch {
                 url: url.to_string(),
@@ -221,7 +272,10 @@ impl Fetcher {
             return Err(GetError::NotFound(url.to_string()));
         }
         if status != 200 {
-            return Err(fail(format!("the server answered HTTP {status}")));
+            return Err(fail(format!(
+                "the server answered HTTP {status}{}",
+                intel::error_message(resp.headers())
+            )));
         }
         let body = resp
             .body_mut()
@@ -232,20 +286,40 @@ impl Fetcher {
         if body.is_empty() {
             return Err(fail("the response was empty".into()));
         }
-        self.store(&path, &body)
-            .map_err(|e| GetError::Other(Error::io("write", &path, e)))?;
-        Ok(body)
+        Ok((body, resp.headers().clone()))
     }
 
     /// Writes a cache entry atomically (temporary file, then rename).
     fn store(&self, path: &Path, body: &[u8]) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.cache)?;
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        write_atomic(&self.cache, path, body)
+    }
+}
+
+/// Writes `body` to `path` through a uniquely named temporary file in
+/// `tmp_dir` (same file system) and a rename, so readers see the old file
+/// or the new one, never a partial one.
+fn write_atomic(tmp_dir: &Path, path: &Path, body: &[u8]) -> std::io::Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = tmp_dir.join(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(body)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
+    res
 }
 
 fn transport_detail(e: &ureq::Error) -> String {

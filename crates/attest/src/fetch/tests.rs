@@ -46,6 +46,9 @@ fn serve(replies: Vec<(u16, Vec<u8>)>) -> Server {
     Server { base, seen, thread }
 }
 
+/// A verification time inside the trustee VCEK's validity.
+const NOW: UnixTime = UnixTime(1_704_067_200);
+
 const TRUSTEE_A_PATH: &str = "/vcek/v1/Milan/c38427a30d4c7af9d96f7a15b97269825a64cb76a2352ffd5d18115d89ad473f8e8c0bcd9a5d9286612bad4aadfb4426205a3b9e4fea82301135a170e477524e?blSPL=03&teeSPL=00&snpSPL=08&ucodeSPL=115";
 
 #[test]
@@ -84,7 +87,7 @@ fn fetches_once_then_verifies_from_the_cache() {
     let f = Fetcher::new(cache.path()).with_kds_base(&server.base);
 
     let mut c = Collateral::default();
-    let urls = f.complete(Tee::Snp, &report, &mut c).unwrap();
+    let urls = f.complete(Tee::Snp, &report, &mut c, NOW).unwrap();
     assert_eq!(urls, vec![format!("{}{TRUSTEE_A_PATH}", server.base)]);
     server.thread.join().unwrap();
     assert_eq!(*server.seen.lock().unwrap(), vec![TRUSTEE_A_PATH]);
@@ -93,7 +96,7 @@ fn fetches_once_then_verifies_from_the_cache() {
 
     // The server is gone: the second fetch is served by the cache.
     let mut c = Collateral::default();
-    assert_eq!(f.complete(Tee::Snp, &report, &mut c).unwrap(), urls);
+    assert_eq!(f.complete(Tee::Snp, &report, &mut c, NOW).unwrap(), urls);
     crate::verify(Tee::Snp, &report, &c, at("2024-01-01T00:00:00Z")).unwrap();
 }
 
@@ -106,6 +109,7 @@ fn no_network_is_one_clear_error() {
             Tee::Snp,
             &read("snp/trustee/test-report.bin"),
             &mut Collateral::default(),
+            NOW,
         )
         .unwrap_err()
         .to_string();
@@ -134,6 +138,7 @@ fn unknown_chip_tries_milan_then_genoa() {
             Tee::Snp,
             &read("snp/trustee/test-report.bin"),
             &mut Collateral::default(),
+            NOW,
         )
         .unwrap_err()
         .to_string();
@@ -145,20 +150,26 @@ fn unknown_chip_tries_milan_then_genoa() {
 }
 
 #[test]
-fn vlek_and_dcap_fetch_nothing() {
+fn vlek_and_given_dcap_collateral_fetch_nothing() {
     let f = Fetcher::new("/nonexistent/cache").with_kds_base("http://127.0.0.1:1");
     let e = f
         .complete(
             Tee::Snp,
             &read("snp/trustee/test-vlek-report.bin"),
             &mut Collateral::default(),
+            NOW,
         )
         .unwrap_err()
         .to_string();
     assert!(e.contains("AMD KDS does not serve VLEKs"), "{e}");
     let q = read("tdx/dcap-qvl/tdx_quote");
+    let mut c = Collateral::from_paths(&[crate::testdata::path(
+        "tdx/dcap-qvl/tdx_quote_collateral.json",
+    )])
+    .unwrap();
+    assert!(f.complete(Tee::Tdx, &q, &mut c, NOW).unwrap().is_empty());
     assert!(f
-        .complete(Tee::Tdx, &q, &mut Collateral::default())
+        .complete(Tee::Sim, b"", &mut Collateral::default(), NOW)
         .unwrap()
         .is_empty());
 }
@@ -168,7 +179,7 @@ fn azure_envelope_with_vcek_needs_no_fetch() {
     let f = Fetcher::new("/nonexistent/cache").with_kds_base("http://127.0.0.1:1");
     let ev = read("snp-azure-vtpm/trustee/evidence-v1.json");
     assert!(f
-        .complete(Tee::AzSnpVtpm, &ev, &mut Collateral::default())
+        .complete(Tee::AzSnpVtpm, &ev, &mut Collateral::default(), NOW)
         .unwrap()
         .is_empty());
 }

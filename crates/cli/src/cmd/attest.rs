@@ -143,7 +143,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
     for (name, ev) in inputs {
         let mut collateral = collateral.clone();
         if let Some(f) = &fetcher {
-            f.complete(a.tee, &ev, &mut collateral)
+            f.complete(a.tee, &ev, &mut collateral, now)
                 .with_context(|| name.clone())?;
         }
         let claims = cocoon_attest::verify(a.tee, &ev, &collateral, now)
