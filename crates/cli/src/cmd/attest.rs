@@ -17,6 +17,10 @@ pub struct Args {
 enum AttestCommand {
     /// Verify evidence and print its claims, or the reason for refusal.
     Verify(VerifyArgs),
+    /// Fetch the collateral for evidence into the cache (AMD KDS VCEK,
+    /// Intel PCS TCB info, QE identity and CRLs) and print where it is, to
+    /// pass later with --collateral, e.g. on a machine with no network.
+    Fetch(FetchArgs),
     /// Produce evidence for given report data.
     Evidence(EvidenceArgs),
 }
@@ -36,16 +40,14 @@ struct VerifyArgs {
     /// Verification time (RFC 3339); default: now.
     #[arg(long)]
     now: Option<String>,
-    /// Fetch collateral the files lack (the SNP VCEK from AMD KDS) into the
-    /// cache, reusing cached copies. DCAP collateral still comes from files.
+    /// Fetch collateral the files lack into the cache, reusing cached
+    /// copies: the SNP VCEK from AMD KDS; TDX/SGX TCB info, QE identity and
+    /// CRLs from Intel PCS (fetched again once past their nextUpdate at the
+    /// verification time).
     #[arg(long)]
     fetch: bool,
-    /// Cache directory for --fetch (default: ~/.cache/cocoon/collateral).
-    #[arg(long, value_name = "DIR", requires = "fetch")]
-    cache: Option<PathBuf>,
-    /// AMD KDS base URL for --fetch (a mirror or proxy).
-    #[arg(long, value_name = "URL", requires = "fetch", default_value = cocoon_attest::fetch::AMD_KDS)]
-    kds_url: String,
+    #[command(flatten)]
+    sources: Sources,
     /// Print the claims as JSON.
     #[arg(long)]
     json: bool,
@@ -55,6 +57,67 @@ struct VerifyArgs {
     /// Refuse unless the init data equals this hex (zero-padded to the field).
     #[arg(long)]
     expect_init_data: Option<String>,
+}
+
+/// Where --fetch looks (only meaningful with it).
+#[derive(clap::Args, Debug)]
+struct Sources {
+    /// Cache directory for fetched collateral (default:
+    /// $XDG_CACHE_HOME/cocoon/collateral or ~/.cache/cocoon/collateral).
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// AMD KDS base URL (a mirror or proxy).
+    #[arg(long, value_name = "URL", default_value = cocoon_attest::fetch::AMD_KDS)]
+    kds_url: String,
+    /// Intel PCS base URL, or a PCCS (paths /{tdx,sgx}/certification/v4/...).
+    #[arg(long, value_name = "URL", default_value = cocoon_attest::fetch::INTEL_PCS)]
+    pcs_url: String,
+    /// URL of the Intel SGX Root CA CRL (DER; a PCCS serves it, hex, at
+    /// {pccs}/sgx/certification/v4/rootcacrl).
+    #[arg(long, value_name = "URL", default_value = cocoon_attest::fetch::INTEL_ROOT_CA_CRL)]
+    intel_root_crl_url: String,
+}
+
+impl Sources {
+    fn fetcher(&self) -> anyhow::Result<cocoon_attest::fetch::Fetcher> {
+        let cache = match self
+            .cache
+            .clone()
+            .or_else(cocoon_attest::fetch::default_cache_dir)
+        {
+            Some(c) => c,
+            None => anyhow::bail!(
+                "fetching collateral needs a cache directory: HOME is not set, so pass --cache DIR"
+            ),
+        };
+        Ok(cocoon_attest::fetch::Fetcher::new(cache)
+            .with_kds_base(&self.kds_url)
+            .with_pcs_base(&self.pcs_url)
+            .with_intel_root_crl_url(&self.intel_root_crl_url))
+    }
+
+    /// True when any source option was given.
+    fn given(&self) -> bool {
+        self.cache.is_some()
+            || self.kds_url != cocoon_attest::fetch::AMD_KDS
+            || self.pcs_url != cocoon_attest::fetch::INTEL_PCS
+            || self.intel_root_crl_url != cocoon_attest::fetch::INTEL_ROOT_CA_CRL
+    }
+}
+
+#[derive(clap::Args, Debug)]
+struct FetchArgs {
+    /// TEE kind: snp, az-snp-vtpm, tdx, sgx.
+    #[arg(long)]
+    tee: Tee,
+    /// Evidence files (a quote or report each; az-snp-vtpm: the envelope).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Time the collateral must be current at (RFC 3339); default: now.
+    #[arg(long)]
+    now: Option<String>,
+    #[command(flatten)]
+    sources: Sources,
 }
 
 #[derive(clap::Args, Debug)]
@@ -86,6 +149,7 @@ struct EvidenceArgs {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         AttestCommand::Verify(a) => verify(a),
+        AttestCommand::Fetch(a) => fetch(a),
         AttestCommand::Evidence(a) => evidence(a),
     }
 }
@@ -94,11 +158,19 @@ fn read(p: &PathBuf) -> anyhow::Result<Vec<u8>> {
     std::fs::read(p).with_context(|| format!("read {}", p.display()))
 }
 
-fn verify(a: VerifyArgs) -> anyhow::Result<()> {
-    let now = match &a.now {
+fn parse_now(now: &Option<String>) -> anyhow::Result<UnixTime> {
+    Ok(match now {
         Some(s) => UnixTime::parse_rfc3339(s)?,
         None => UnixTime::now(),
-    };
+    })
+}
+
+fn verify(a: VerifyArgs) -> anyhow::Result<()> {
+    let now = parse_now(&a.now)?;
+    anyhow::ensure!(
+        a.fetch || !a.sources.given(),
+        "--cache, --kds-url, --pcs-url and --intel-root-crl-url apply to --fetch only"
+    );
     let collateral = Collateral::from_paths(&a.collateral)?;
     let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
     if a.tee == Tee::AzSnpVtpm && a.files.len() == 2 {
@@ -125,17 +197,7 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
         .map(|s| parse_hex("--expect-init-data", s))
         .transpose()?;
     let fetcher = if a.fetch {
-        let cache = match a
-            .cache
-            .clone()
-            .or_else(cocoon_attest::fetch::default_cache_dir)
-        {
-            Some(c) => c,
-            None => anyhow::bail!(
-                "--fetch needs a cache directory: HOME is not set, so pass --cache DIR"
-            ),
-        };
-        Some(cocoon_attest::fetch::Fetcher::new(cache).with_kds_base(&a.kds_url))
+        Some(a.sources.fetcher()?)
     } else {
         None
     };
@@ -176,6 +238,47 @@ fn verify(a: VerifyArgs) -> anyhow::Result<()> {
                 claims.init_data,
                 claims.report_data
             )?;
+        }
+    }
+    Ok(())
+}
+
+fn fetch(a: FetchArgs) -> anyhow::Result<()> {
+    let now = parse_now(&a.now)?;
+    let f = a.sources.fetcher()?;
+    let mut out = std::io::stdout().lock();
+    for file in &a.files {
+        let name = file.display().to_string();
+        let ev = read(file)?;
+        match a.tee {
+            Tee::Tdx | Tee::Sgx => {
+                let r = f.dcap(a.tee, &ev, now).with_context(|| name.clone())?;
+                writeln!(
+                    out,
+                    "{name}: {} collateral for FMSPC {} ({} CA) in {} ({} fetched, {} from the cache)",
+                    a.tee,
+                    r.pck.fmspc_hex(),
+                    r.pck.ca.as_str(),
+                    r.dir.display(),
+                    r.fetched.len(),
+                    r.urls.len() - r.fetched.len()
+                )?;
+            }
+            Tee::Snp | Tee::AzSnpVtpm => {
+                let urls = f
+                    .complete(a.tee, &ev, &mut Collateral::default(), now)
+                    .with_context(|| name.clone())?;
+                if urls.is_empty() {
+                    writeln!(
+                        out,
+                        "{name}: nothing to fetch (the evidence carries its VCEK)"
+                    )?;
+                }
+                for u in urls {
+                    writeln!(out, "{name}: VCEK in {}", f.cache_path(&u).display())?;
+                }
+            }
+            Tee::Sim => anyhow::bail!("sim evidence has no collateral to fetch: its root is local"),
         }
     }
     Ok(())
