@@ -13,8 +13,8 @@
 //! * Anything else (evidence files, READMEs) is skipped.
 //!
 //! Optionally, [`crate::fetch::Fetcher`] adds the SEV-SNP VCEK from AMD KDS
-//! (through a cache); Intel PCS collateral must come from files (see
-//! docs/attestation.md).
+//! and TDX/SGX collateral from Intel PCS (or a PCCS), through a cache whose
+//! files this loader reads back (see docs/attestation.md).
 
 use std::path::{Path, PathBuf};
 
