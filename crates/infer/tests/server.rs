@@ -329,9 +329,8 @@ fn types_model() -> PathBuf {
             graph: Some(graph),
             ..Default::default()
         };
-        let dir = std::env::temp_dir().join(format!("cocoon-infer-types-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("types.onnx");
+        // Cargo's scratch directory for integration tests: rewritten each run.
+        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("types.onnx");
         std::fs::write(&path, model.encode_to_vec()).unwrap();
         path
     })
