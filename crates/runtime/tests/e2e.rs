@@ -919,3 +919,156 @@ fn kbs_refusals_are_clear_and_the_app_never_starts() {
         "LD_PRELOAD",
     );
 }
+
+// ------------------------------------------------- tampering after start --
+
+/// Incompressible, reproducible bytes (xorshift64), so that every chunk is
+/// stored at full length and a byte offset in the file maps to one chunk.
+fn noise(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Where chunk `k` of the sealed file at `path` is stored in the bundle's
+/// blob, found as the launcher finds it: header digest from the signed seal
+/// descriptor, index unlocked with the image key and manifest.
+fn chunk_of(rootfs: &Path, key: &ImageKey, path: &str, k: u64) -> cocoon_seal::format::ChunkRecord {
+    use cocoon_seal::reader::SealedBlob;
+    let blob = rootfs.join("cocoon/sealed.blob");
+    let seal: Value =
+        serde_json::from_slice(&std::fs::read(rootfs.join("cocoon/seal.json")).unwrap()).unwrap();
+    let header: Digest = seal["descriptor"]["blob"]["header"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let manifest: cocoon_seal::manifest::WorkloadManifest =
+        serde_json::from_slice(&std::fs::read(rootfs.join("cocoon/manifest.json")).unwrap())
+            .unwrap();
+    let table = SealedBlob::open(&blob, &header).unwrap().chunks().to_vec();
+    let tree = SealedBlob::open(&blob, &header)
+        .unwrap()
+        .unlock(key, &manifest)
+        .unwrap();
+    let data = tree.data_of(tree.lookup(path).unwrap()).unwrap();
+    assert!(k < data.count, "{path} has {} chunks", data.count);
+    table[(data.first + k) as usize]
+}
+
+/// DESIGN guarantee 2, second half: a chunk tampered with while the app
+/// runs is an I/O error on the app's next read of it, never other bytes.
+/// The app (busybox under runc, behind the real launcher and FUSE server)
+/// reads the start of a 64-chunk encrypted file; the test then flips one
+/// ciphertext byte of chunk 60 in the bundle's blob (far past the kernel's
+/// read-ahead and the server's prefetch, so neither the page cache nor the
+/// chunk cache holds it), drops the page cache, and lets the app read that
+/// chunk: EIO, nothing written, while the untouched first chunk still reads.
+/// Were the GCM tag not checked, the read would succeed with a flipped byte.
+#[test]
+fn a_chunk_tampered_after_start_is_an_io_error_inside_runc() {
+    let _g = serial();
+    let kbs = start_kbs();
+    let work = tempfile::tempdir().unwrap();
+    let cs = DEFAULT_CHUNK_SIZE as usize;
+    let (chunks, victim) = (64u64, 60u64);
+    let content = noise(chunks as usize * cs, 0x5eed_c0c0);
+    let head = Digest::of(&content[..4096]).to_string();
+    let head = head.trim_start_matches("sha256:");
+    let skip = victim as usize * cs / 4096;
+    let script = format!(
+        "busybox dd if=/enc/big.bin bs=4096 count=1 2>/dev/null | busybox sha256sum; echo READ1-DONE; \
+         while [ ! -e /data/go ]; do busybox usleep 50000; done; \
+         busybox dd if=/enc/big.bin of=/data/read2.bin bs=4096 skip={skip} count=1; echo \"read2 rc=$?\"; \
+         busybox dd if=/enc/big.bin bs=4096 count=1 2>/dev/null | busybox sha256sum; echo READ3-DONE"
+    );
+    let layout = work.path().join("src");
+    derive(
+        &cocoon_testkit::fixture("busybox"),
+        "latest",
+        &layout,
+        "tamper",
+        |c| c["Cmd"] = json!([script]),
+        Some(tar_of(&[("enc/big.bin", &content)])),
+    );
+    let s = seal(
+        &format!("oci:{}:tamper", layout.display()),
+        &["/enc"],
+        vec![],
+    );
+    provision(&kbs, &s);
+    let state = tempfile::tempdir().unwrap();
+    let vol = tempfile::tempdir().unwrap();
+    let mut o = options(&s, &kbs, state.path());
+    o.volumes = vec![VolumeSpec {
+        host: vol.path().into(),
+        path: "/data".into(),
+        readonly: false,
+    }];
+    o.name = Some("tamper-e2e".into());
+    let b = prepare(&o).unwrap();
+    let rec = chunk_of(&b.rootfs(), &s.key, "/enc/big.bin", victim);
+    assert_eq!(
+        (rec.flags, rec.plain_len as usize),
+        (cocoon_seal::format::FLAG_ENCRYPTED, cs),
+        "the chunk is encrypted, uncompressed and whole"
+    );
+    let r = std::thread::scope(|sc| {
+        let runner = sc.spawn(|| run_bundle(&b, work.path()));
+        let t0 = Instant::now();
+        let out = work.path().join("stdout");
+        while !std::fs::read_to_string(&out).is_ok_and(|o| o.contains("READ1-DONE")) {
+            assert!(
+                t0.elapsed() < Duration::from_secs(60) && !runner.is_finished(),
+                "the app never did its first read"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // One ciphertext byte (past the 12-byte nonce) of the victim chunk,
+        // in place: the server keeps the blob open.
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(b.rootfs().join("cocoon/sealed.blob"))
+                .unwrap();
+            let at = rec.offset + 12 + 100;
+            let mut byte = [0u8];
+            f.read_exact_at(&mut byte, at).unwrap();
+            f.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
+            f.sync_all().unwrap();
+        }
+        std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
+        std::fs::write(vol.path().join("go"), b"").unwrap();
+        runner.join().unwrap()
+    });
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // The first read, before the tampering: the right bytes.
+    let first = r.stdout.find("READ1-DONE").unwrap();
+    assert!(r.stdout[..first].contains(head), "{}", r.stdout);
+    // The tampered chunk: an I/O error, and not one byte handed out.
+    assert!(r.stdout.contains("read2 rc=1"), "{}", r.stdout);
+    assert!(r.stderr.contains("Input/output error"), "{}", r.stderr);
+    let got = std::fs::read(vol.path().join("read2.bin")).unwrap();
+    assert!(
+        got.is_empty(),
+        "the app got {} bytes of a tampered chunk",
+        got.len()
+    );
+    // Only that chunk: the untouched first one still reads, verified again.
+    let third = &r.stdout[first..];
+    assert!(
+        third.contains(head) && third.contains("READ3-DONE"),
+        "{}",
+        r.stdout
+    );
+    drop(b);
+    assert!(!state.path().join("tamper-e2e").exists());
+}
