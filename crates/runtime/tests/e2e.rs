@@ -486,8 +486,20 @@ fn assert_not_listening_on_host(port: u16) {
     );
     assert!(
         r.is_err(),
-        "the app's plaintext port {port} is reachable from the host"
+        "the app's plaintext port {port} is reachable from the host (or another host process holds it: the test needs it free)"
     );
+}
+
+/// Kills the container if the test panics while it runs, so that a failed
+/// assertion ends the test instead of leaving `run_bundle` waiting forever.
+struct KillOnPanic<'a>(&'a Bundle);
+
+impl Drop for KillOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self.0.kill(libc::SIGKILL);
+        }
+    }
 }
 
 /// What a client expects of a shield serving `s` under the KBS's sim.
@@ -525,9 +537,12 @@ fn nginx_behind_the_shield_serves_attested_tls_and_hides_its_port() {
     let state = tempfile::tempdir().unwrap();
     let mut o = options(&s, &kbs, state.path());
     o.name = Some("nginx-e2e".into());
+    // Port 80 must be free before, or "unreachable after" proves nothing.
+    assert_not_listening_on_host(80);
     let b = prepare(&o).unwrap();
     std::thread::scope(|sc| {
         let runner = sc.spawn(|| run_bundle(&b, work.path()));
+        let _kill = KillOnPanic(&b);
         let t0 = Instant::now();
         let mut page1 = None;
         while t0.elapsed() < Duration::from_secs(60) && !runner.is_finished() {
@@ -589,6 +604,7 @@ fn redis_behind_the_shield_answers_redis_cli_tls() {
     let state = tempfile::tempdir().unwrap();
     let mut o = options(&s, &kbs, state.path());
     o.name = Some("redis-e2e".into());
+    assert_not_listening_on_host(6379);
     let b = prepare(&o).unwrap();
     let cli = |args: &[&str]| -> Option<String> {
         let o = std::process::Command::new("redis-cli")
@@ -603,6 +619,7 @@ fn redis_behind_the_shield_answers_redis_cli_tls() {
     };
     std::thread::scope(|sc| {
         let runner = sc.spawn(|| run_bundle(&b, work.path()));
+        let _kill = KillOnPanic(&b);
         let t0 = Instant::now();
         let mut pong = None;
         while t0.elapsed() < Duration::from_secs(60) && !runner.is_finished() {
@@ -1021,6 +1038,7 @@ fn a_chunk_tampered_after_start_is_an_io_error_inside_runc() {
     );
     let r = std::thread::scope(|sc| {
         let runner = sc.spawn(|| run_bundle(&b, work.path()));
+        let _kill = KillOnPanic(&b);
         let t0 = Instant::now();
         let out = work.path().join("stdout");
         while !std::fs::read_to_string(&out).is_ok_and(|o| o.contains("READ1-DONE")) {
