@@ -29,8 +29,12 @@ const TTL: Duration = Duration::from_secs(1);
 const GENERATION: Generation = Generation(0);
 /// Statfs block size.
 const BLOCK: u64 = 4096;
-/// How many chunks past a sequential read the prefetch threads load.
-const PREFETCH_CHUNKS: u64 = 16;
+/// How far past a sequential read the prefetch threads load: this many
+/// bytes, or [`PREFETCH_MIN_CHUNKS`] chunks if that is more. In bytes, so
+/// that small chunks get the same look-ahead as large ones: inside a
+/// container (read-only `/sys`) the kernel asks for 128 KiB at a time.
+const PREFETCH_BYTES: u64 = 2 << 20;
+const PREFETCH_MIN_CHUNKS: u64 = 4;
 
 fn errno(e: i32) -> Errno {
     Errno::from_i32(e)
@@ -146,10 +150,10 @@ impl SealedFs {
         offset: u64,
         len: u32,
         direct: bool,
-    ) -> Res<Vec<u8>> {
+    ) -> Res<Served> {
         let want = u64::from(len).min(size.saturating_sub(offset));
         if want == 0 {
-            return Ok(Vec::new());
+            return Ok(Served::Bytes(Vec::new()));
         }
         let span = chunk_span(size, data.count);
         let end = offset + want;
@@ -164,12 +168,16 @@ impl SealedFs {
                 prev == Some(offset) || u64::from(len) >= span
             };
             // The request's own later chunks load in parallel with its first.
-            let ahead = if sequential { PREFETCH_CHUNKS } else { 0 };
+            let ahead = if sequential {
+                (PREFETCH_BYTES / span).max(PREFETCH_MIN_CHUNKS)
+            } else {
+                0
+            };
             let stop = (c1 + 1 + ahead).min(data.count);
             self.prefetch.queue(data.first + c0 + 1, data.first + stop);
         }
-        let mut buf = Vec::with_capacity(usize::try_from(want).map_err(|_| libc::EINVAL)?);
-        for c in c0..=c1 {
+        // The verified chunk `c` of the file and the range of it wanted.
+        let piece = |c: u64| -> Res<(crate::cache::Chunk, std::ops::Range<usize>)> {
             let n = data.first + c;
             let got = if direct {
                 self.chunks.read_checked(n).map(Arc::new)
@@ -183,14 +191,31 @@ impl SealedFs {
             let base = c * span;
             let from = usize::try_from(offset.max(base) - base).map_err(|_| libc::EIO)?;
             let to = usize::try_from(end.min(base + span) - base).map_err(|_| libc::EIO)?;
-            let Some(bytes) = chunk.get(from..to) else {
+            if from > to || to > chunk.len() {
                 log::error!("refusing a read of sealed content: chunk {n} is short");
                 return Err(libc::EIO);
-            };
-            buf.extend_from_slice(bytes);
+            }
+            Ok((chunk, from..to))
+        };
+        if c0 == c1 {
+            // Within one chunk: answered from the chunk itself, no copy.
+            let (chunk, range) = piece(c0)?;
+            return Ok(Served::Chunk(chunk, range));
         }
-        Ok(buf)
+        let mut buf = Vec::with_capacity(usize::try_from(want).map_err(|_| libc::EINVAL)?);
+        for c in c0..=c1 {
+            let (chunk, range) = piece(c)?;
+            buf.extend_from_slice(&chunk[range]);
+        }
+        Ok(Served::Bytes(buf))
     }
+}
+
+/// What a read is answered with.
+enum Served {
+    Bytes(Vec<u8>),
+    /// Part of one verified chunk (a read within one chunk: no copy).
+    Chunk(crate::cache::Chunk, std::ops::Range<usize>),
 }
 
 fn time(t: TimeOrNow) -> SystemTime {
@@ -414,7 +439,7 @@ impl Filesystem for SealedFs {
     ) {
         let plan = self.ns().read_plan(ino.0, offset, size);
         let data = match plan {
-            Ok(ReadPlan::Bytes(b)) => Ok(b),
+            Ok(ReadPlan::Bytes(b)) => Ok(Served::Bytes(b)),
             Ok(ReadPlan::Lower { data, size: len }) => {
                 let direct = flags.0 & libc::O_DIRECT != 0;
                 self.read_lower(ino.0, data, len, offset, size, direct)
@@ -422,7 +447,8 @@ impl Filesystem for SealedFs {
             Err(e) => Err(e),
         };
         match data {
-            Ok(b) => reply.data(&b),
+            Ok(Served::Bytes(b)) => reply.data(&b),
+            Ok(Served::Chunk(chunk, range)) => reply.data(&chunk[range]),
             Err(e) => reply.error(errno(e)),
         }
     }
