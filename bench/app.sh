@@ -10,6 +10,9 @@
 #             under the sim TEE: launcher as PID 1, KBS attestation, every
 #             file through the verifying FUSE server.
 #
+# Both images are moved to ports 18080 (nginx's default site) and 16379
+# (redis's command line) the same way (BENCH_WEB_PORT, BENCH_REDIS_PORT), so
+# that the bench never holds 80/6379, which other tests check are free.
 # The two never run at the same time (they use the same port): each round
 # starts one, measures it, removes it, then the other (the order alternates
 # between rounds), and `ss -ltnp` must show the port free before a start and
@@ -54,6 +57,9 @@ secs=${BENCH_SECS:-10}
 conns=${BENCH_CONNS:-32}
 redis_n=${BENCH_REDIS_N:-200000}
 redis_c=${BENCH_REDIS_CONNS:-50}
+# Not 80 and 6379: other tests on a shared machine check that those are free.
+web_port=${BENCH_WEB_PORT:-18080}
+redis_port=${BENCH_REDIS_PORT:-16379}
 for t in runc umoci wrk redis-benchmark ss jq python3 bc; do
   command -v "$t" >/dev/null || { echo "bench: needs $t" >&2; exit 1; }
 done
@@ -86,9 +92,24 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else prin
 cp -a "$fixtures/debian" "$work/img"
 head -c $((1 << 20)) /dev/urandom >"$work/1m.bin"
 umoci insert --image "$work/img:nginx" --tag web "$work/1m.bin" /var/www/html/1m.bin >/dev/null
+# Both images move to the bench's ports the same way: nginx's default site,
+# redis's command line.
+"$cocoon" unpack "oci:$work/img:web" "$work/site" >/dev/null
+sed "s/listen 80 /listen $web_port /; s/listen \[::\]:80 /listen [::]:$web_port /" \
+  "$work/site/etc/nginx/sites-available/default" >"$work/default-site"
+grep -q "listen $web_port default_server" "$work/default-site"
+# A layer made by GNU tar: Debian's umoci 0.4.7 `insert` leaves a file whose
+# size is not a multiple of 512 unpadded (a truncated tar, refused by cocoon).
+mkdir -p "$work/layer/etc/nginx/sites-enabled"
+cp "$work/default-site" "$work/layer/etc/nginx/sites-enabled/default"
+tar -C "$work/layer" --owner=0 --group=0 -cf "$work/site.tar" etc/nginx/sites-enabled/default
+umoci raw add-layer --image "$work/img:web" "$work/site.tar" >/dev/null
+rm -rf "$work/site" "$work/layer"
+umoci config --image "$work/img:redis" --tag redis-bench --config.cmd redis-server \
+  --config.cmd --protected-mode --config.cmd no --config.cmd --port --config.cmd "$redis_port" >/dev/null
 "$cocoon" keygen --out "$work/owner.key" >/dev/null
 for app in web redis; do
-  src=$([ $app = web ] && echo web || echo redis)
+  src=$([ $app = web ] && echo web || echo redis-bench)
   "$cocoon" convert "oci:$work/img:$src" "oci:$work/sealed:$app" --sign "$work/owner.key" -q \
     --encrypt-all --image-key-out "$work/$app.key" --reference-values "$work/$app-rv.json"
 done
@@ -107,9 +128,19 @@ base_bundle() { # APP SRC_TAG ARGS_JSON
     "$work/base-$1/config.json" >"$work/base-$1/config.json.new"
   mv "$work/base-$1/config.json.new" "$work/base-$1/config.json"
 }
-# The images' own commands (`cocoon inspect`-able in their configs).
-base_bundle web web '["nginx","-g","daemon off;"]'
-base_bundle redis redis '["redis-server","--protected-mode","no"]'
+image_argv() { # TAG: the image's entrypoint + cmd as a JSON array
+  python3 - "$work/img" "$1" <<'PY'
+import json, os, sys
+d, tag = sys.argv[1], sys.argv[2]
+blob = lambda dg: json.load(open(os.path.join(d, "blobs/sha256", dg[7:])))
+idx = json.load(open(os.path.join(d, "index.json")))
+m = blob(next(x for x in idx["manifests"] if x.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)["digest"])
+c = blob(m["config"]["digest"]).get("config", {})
+print(json.dumps((c.get("Entrypoint") or []) + (c.get("Cmd") or [])))
+PY
+}
+base_bundle web web "$(image_argv web)"
+base_bundle redis redis-bench "$(image_argv redis-bench)"
 
 # --- KBS (sim allowed), JSON request log with per-request times -----------------
 "$cocoon" sim init "$work/sim" >/dev/null
@@ -190,7 +221,7 @@ check_listener() { # PORT INIT_PID
 start() {
   local kind=$1 app=$2 proto port name times init
   proto=$([ "$app" = web ] && echo http || echo redis)
-  port=$([ "$app" = web ] && echo 80 || echo 6379)
+  port=$([ "$app" = web ] && echo "$web_port" || echo "$redis_port")
   name="bench-$kind-$app"
   port_free "$port"
   if [ "$kind" = base ]; then
@@ -211,7 +242,7 @@ start() {
 finish() { # APP
   stop
   local port
-  port=$([ "$1" = web ] && echo 80 || echo 6379)
+  port=$([ "$1" = web ] && echo "$web_port" || echo "$redis_port")
   for _ in $(seq 100); do [ -z "$(ss -ltnH "sport = :$port")" ] && return 0; sleep 0.05; done
   echo "bench: port $port still taken after stopping" >&2; exit 1
 }
@@ -268,7 +299,7 @@ measure() {
   c0=$(cpu_ticks)
   case $w in
     page | 1m)
-      out=$(profiled "$kind-$w-$3" wrk -t2 -c"$conns" -d"${secs}s" "http://127.0.0.1/$([ "$w" = 1m ] && echo 1m.bin)")
+      out=$(profiled "$kind-$w-$3" wrk -t2 -c"$conns" -d"${secs}s" "http://127.0.0.1:$web_port/$([ "$w" = 1m ] && echo 1m.bin)")
       if grep -q 'Non-2xx\|Socket errors' <<<"$out"; then echo "bench: wrk errors: $out" >&2; exit 1; fi
       n=$(awk '/requests in/ {print $1}' <<<"$out")
       if [ "$w" = page ]; then
@@ -278,7 +309,7 @@ measure() {
       fi
       ;;
     set | get)
-      out=$(profiled "$kind-$w-$3" redis-benchmark -h 127.0.0.1 -p 6379 -q -t "$w" -n "$redis_n" -c "$redis_c" | tr '\r' '\n')
+      out=$(profiled "$kind-$w-$3" redis-benchmark -h 127.0.0.1 -p "$redis_port" -q -t "$w" -n "$redis_n" -c "$redis_c" | tr '\r' '\n')
       rate=$(awk -F'[: ]+' '/^(SET|GET)/ {print $2}' <<<"$out" | tail -1)
       n=$redis_n
       ;;
@@ -304,11 +335,11 @@ one() { # KIND APP ROUND
     echo "$t1 - $k1" | bc -l >>"$work/r.$app.postkbs"
   fi
   if [ "$app" = web ]; then
-    cmp -s <(curl -fs http://127.0.0.1/1m.bin) "$work/1m.bin" || { echo "bench: $kind nginx serves a wrong 1m.bin" >&2; exit 1; }
+    cmp -s <(curl -fs "http://127.0.0.1:$web_port/1m.bin") "$work/1m.bin" || { echo "bench: $kind nginx serves a wrong 1m.bin" >&2; exit 1; }
     measure "$kind" page "$3"
     measure "$kind" 1m "$3"
   else
-    [ "$(redis-cli -p 6379 SET bench-check ok)" = OK ] || { echo "bench: redis does not answer SET" >&2; exit 1; }
+    [ "$(redis-cli -p "$redis_port" SET bench-check ok)" = OK ] || { echo "bench: redis does not answer SET" >&2; exit 1; }
     measure "$kind" set "$3"
     measure "$kind" get "$3"
   fi
