@@ -358,7 +358,7 @@ pub fn start(env: &RuntimeEnv) -> Result<Started> {
             dns_names: env.shield_names.clone(),
         };
         let s = shield::start(&w.manifest.shield, net.clone(), Arc::new(certifier))?;
-        plan = plan.in_network_namespace(net.ns_fd());
+        plan = plan.in_network_namespace(net.ns_fd())?;
         Some((s, net))
     } else {
         None

@@ -11,7 +11,10 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
 use std::sync::mpsc;
 use std::sync::Mutex;
 
@@ -26,32 +29,36 @@ pub struct AppNetwork {
     jobs: Mutex<mpsc::Sender<Job>>,
 }
 
-fn last_error(what: &str) -> Error {
-    Error::sys(what.to_string(), io::Error::last_os_error())
+fn nix_error(what: &str, e: nix::Error) -> Error {
+    Error::sys(what.to_string(), std::io::Error::from(e))
 }
 
 /// Sets `lo` up in the calling thread's network namespace (needs
 /// CAP_NET_ADMIN).
 fn loopback_up() -> Result<()> {
-    // SAFETY: a plain socket(2) call; the descriptor is owned right after.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(last_error(
-            "creating a socket in the app's network namespace",
-        ));
-    }
-    // SAFETY: `fd` is a fresh descriptor nothing else owns.
-    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
-    // SAFETY: `ifreq` is plain old data; zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| nix_error("creating a socket in the app's network namespace", e))?;
+    let mut name = [0 as libc::c_char; libc::IFNAMSIZ];
+    for (d, s) in name.iter_mut().zip(b"lo") {
         *d = *s as libc::c_char;
     }
-    req.ifr_ifru.ifru_flags = (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-    // SAFETY: SIOCSIFFLAGS reads the `ifreq` we own.
+    let req = libc::ifreq {
+        ifr_name: name,
+        ifr_ifru: libc::__c_anonymous_ifr_ifru {
+            ifru_flags: (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short,
+        },
+    };
+    // SAFETY: SIOCSIFFLAGS only reads the `ifreq` passed, which lives for
+    // the whole call; `sock` is an open descriptor we own.
     if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } != 0 {
-        return Err(last_error(
+        return Err(Error::sys(
             "bringing up lo in the app's network namespace (needs CAP_NET_ADMIN)",
+            io::Error::last_os_error(),
         ));
     }
     Ok(())
@@ -60,13 +67,13 @@ fn loopback_up() -> Result<()> {
 /// Moves the calling thread into a new network namespace with `lo` up and
 /// returns a descriptor naming it.
 fn enter_new_namespace() -> Result<OwnedFd> {
-    // SAFETY: unshare with a flag; affects only the calling thread's
-    // network namespace.
-    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-        return Err(last_error(
+    // Affects only the calling thread: a network namespace is per thread.
+    unshare(CloneFlags::CLONE_NEWNET).map_err(|e| {
+        nix_error(
             "creating the app's network namespace (needs CAP_SYS_ADMIN)",
-        ));
-    }
+            e,
+        )
+    })?;
     loopback_up()?;
     let f = std::fs::File::open("/proc/thread-self/ns/net")
         .map_err(|e| Error::sys("opening the app's network namespace", e))?;
@@ -76,19 +83,13 @@ fn enter_new_namespace() -> Result<OwnedFd> {
 /// An unconnected, non-blocking TCP/IPv4 socket in the calling thread's
 /// namespace.
 fn tcp_socket() -> io::Result<OwnedFd> {
-    // SAFETY: a plain socket(2) call; the descriptor is owned right after.
-    let fd = unsafe {
-        libc::socket(
-            libc::AF_INET,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a fresh descriptor nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(io::Error::from)
 }
 
 impl AppNetwork {
@@ -119,8 +120,8 @@ impl AppNetwork {
     }
 
     /// The namespace descriptor, for the app's `setns` after fork.
-    pub fn ns_fd(&self) -> RawFd {
-        self.ns.as_raw_fd()
+    pub fn ns_fd(&self) -> BorrowedFd<'_> {
+        self.ns.as_fd()
     }
 
     fn submit(&self, job: Job) -> io::Result<()> {

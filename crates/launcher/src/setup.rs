@@ -11,6 +11,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use crate::syscall::{cstring, flags, Syscall};
 use crate::user::Identity;
@@ -170,7 +171,7 @@ pub struct ExecPlan {
     argv_ptrs: Vec<*const libc::c_char>,
     env_ptrs: Vec<*const libc::c_char>,
     /// The app's own network namespace (shielded images), entered first.
-    netns: Option<std::os::fd::RawFd>,
+    netns: Option<OwnedFd>,
 }
 
 impl std::fmt::Debug for ExecPlan {
@@ -244,11 +245,14 @@ impl ExecPlan {
         })
     }
 
-    /// Runs the app in the network namespace `fd` names (it must stay open
-    /// until the fork).
-    pub fn in_network_namespace(mut self, fd: std::os::fd::RawFd) -> Self {
-        self.netns = Some(fd);
-        self
+    /// Runs the app in the network namespace `fd` names (the plan keeps a
+    /// close-on-exec duplicate for the child).
+    pub fn in_network_namespace(mut self, fd: BorrowedFd<'_>) -> Result<Self> {
+        let own = fd
+            .try_clone_to_owned()
+            .map_err(|e| Error::sys("duplicating the app's network namespace descriptor", e))?;
+        self.netns = Some(own);
+        Ok(self)
     }
 
     /// The program name as given (for messages).
@@ -320,8 +324,8 @@ pub fn enter_and_exec(sys: &dyn Syscall, plan: &ExecPlan) -> (Step, io::Error) {
         };
     }
     step!(Step::Signals, sys.unblock_signals());
-    if let Some(fd) = plan.netns {
-        step!(Step::Netns, sys.setns_net(fd));
+    if let Some(fd) = &plan.netns {
+        step!(Step::Netns, sys.setns_net(fd.as_fd()));
     }
     step!(Step::Chroot, sys.chroot(&plan.root));
     step!(Step::Chroot, sys.chdir(c"/"));
@@ -475,6 +479,9 @@ mod tests {
 
     #[test]
     fn child_enters_drops_and_execs_in_order() {
+        use std::os::fd::AsRawFd as _;
+        // Any open descriptor stands for the namespace in a recording.
+        let netns = std::fs::File::open("/dev/null").unwrap();
         let sys = Recording {
             executables: vec!["/usr/bin/redis-server".into()],
             ..Default::default()
@@ -487,14 +494,16 @@ mod tests {
             &["PATH=/usr/local/bin:/usr/bin".into(), "A=1".into()],
         )
         .unwrap()
-        .in_network_namespace(7);
+        .in_network_namespace(netns.as_fd())
+        .unwrap();
+        let netns_no = plan.netns.as_ref().unwrap().as_raw_fd();
         let (step, e) = enter_and_exec(&sys, &plan);
         assert_eq!((step, e.raw_os_error()), (Step::Exec, Some(EXEC_OK_MARKER)));
         assert_eq!(
             sys.take(),
             vec![
                 Call::UnblockSignals,
-                Call::SetnsNet(7),
+                Call::SetnsNet(netns_no),
                 Call::Chroot("/cocoon/root".into()),
                 Call::Chdir("/".into()),
                 Call::DropCap(CAP_SYS_ADMIN),

@@ -8,6 +8,7 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// `mount(2)` flags used by the launcher.
 pub mod flags {
@@ -59,7 +60,7 @@ pub trait Syscall {
     /// Empties the signal mask (the launcher blocks the signals it forwards).
     fn unblock_signals(&self) -> io::Result<()>;
     /// `setns(fd, CLONE_NEWNET)`: enter the network namespace `fd` names.
-    fn setns_net(&self, fd: std::os::fd::RawFd) -> io::Result<()>;
+    fn setns_net(&self, fd: BorrowedFd<'_>) -> io::Result<()>;
     /// `execve(path, argv, envp)`; returns only on failure.
     fn execve(
         &self,
@@ -152,9 +153,8 @@ impl Syscall for Linux {
         check(unsafe { libc::chdir(path.as_ptr()) })
     }
 
-    fn setns_net(&self, fd: std::os::fd::RawFd) -> io::Result<()> {
-        // SAFETY: setns with an integer descriptor and flag.
-        check(unsafe { libc::setns(fd, libc::CLONE_NEWNET) })
+    fn setns_net(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
     }
 
     fn drop_bounding_cap(&self, cap: u32) -> io::Result<()> {
@@ -330,8 +330,8 @@ impl Syscall for Recording {
     fn unblock_signals(&self) -> io::Result<()> {
         self.rec(Call::UnblockSignals)
     }
-    fn setns_net(&self, fd: std::os::fd::RawFd) -> io::Result<()> {
-        self.rec(Call::SetnsNet(fd))
+    fn setns_net(&self, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.rec(Call::SetnsNet(fd.as_raw_fd()))
     }
     fn execve(
         &self,
