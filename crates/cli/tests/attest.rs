@@ -5,41 +5,16 @@
 //! reason. Also the sim round trip through `cocoon sim init` and
 //! `cocoon attest evidence`.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn evidence(rel: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/testdata/evidence")
-        .join(rel);
-    assert!(p.exists(), "missing shared evidence {}", p.display());
-    p.display().to_string()
-}
-
-fn cocoon(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cocoon"))
-        .args(args)
-        .output()
-        .expect("run cocoon")
-}
-
-fn show(args: &[&str], o: &Output) -> String {
-    format!(
-        "cocoon {}\nexit: {:?}\nstdout: {}\nstderr: {}",
-        args.join(" "),
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::*;
 
 /// Runs `cocoon attest verify ARGS`, expects success, returns stdout.
 fn pass(args: &[&str]) -> String {
     let mut all = vec!["attest", "verify"];
     all.extend_from_slice(args);
-    let o = cocoon(&all);
-    assert!(o.status.success(), "expected PASS\n{}", show(&all, &o));
-    String::from_utf8(o.stdout).unwrap()
+    common::succeeds(&all)
 }
 
 /// Runs `cocoon attest verify ARGS`, expects a refusal: non-zero exit, no
@@ -47,23 +22,7 @@ fn pass(args: &[&str]) -> String {
 fn refuse(args: &[&str], fragments: &[&str]) -> String {
     let mut all = vec!["attest", "verify"];
     all.extend_from_slice(args);
-    let o = cocoon(&all);
-    refused(&all, &o, fragments)
-}
-
-fn refused(all: &[&str], o: &Output, fragments: &[&str]) -> String {
-    let ctx = show(all, o);
-    assert!(!o.status.success(), "expected a refusal\n{ctx}");
-    assert_eq!(o.status.code(), Some(1), "exit code\n{ctx}");
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!err.contains("panicked"), "panic\n{ctx}");
-    assert_eq!(err.lines().count(), 1, "one stderr line\n{ctx}");
-    assert!(err.starts_with("cocoon: error: "), "{ctx}");
-    for f in fragments {
-        assert!(err.contains(f), "stderr lacks {f:?}\n{ctx}");
-    }
-    assert!(o.stdout.is_empty(), "no claims on refusal\n{ctx}");
-    err
+    common::refuses(&all, fragments)
 }
 
 fn json(out: &str) -> serde_json::Value {

@@ -6,56 +6,12 @@
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-fn evidence(rel: &str) -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/testdata/evidence")
-        .join(rel);
-    assert!(p.exists(), "missing shared evidence {}", p.display());
-    p.display().to_string()
-}
-
-fn cocoon(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cocoon"))
-        .args(args)
-        .output()
-        .expect("run cocoon")
-}
-
-fn show(args: &[&str], o: &Output) -> String {
-    format!(
-        "cocoon {}\nexit: {:?}\nstdout: {}\nstderr: {}",
-        args.join(" "),
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn pass(args: &[&str]) -> String {
-    let o = cocoon(args);
-    assert!(o.status.success(), "expected success\n{}", show(args, &o));
-    String::from_utf8(o.stdout).unwrap()
-}
-
-/// Expects exit 1, no stdout, one stderr line holding every fragment.
-fn refuse(args: &[&str], fragments: &[&str]) {
-    let o = cocoon(args);
-    let ctx = show(args, &o);
-    assert_eq!(o.status.code(), Some(1), "{ctx}");
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(!err.contains("panicked"), "{ctx}");
-    assert_eq!(err.lines().count(), 1, "one stderr line\n{ctx}");
-    for f in fragments {
-        assert!(err.contains(f), "stderr lacks {f:?}\n{ctx}");
-    }
-    assert!(o.stdout.is_empty(), "{ctx}");
-}
+mod common;
+use common::*;
 
 /// PCS stand-in: exact request targets to (headers, body), 404 otherwise;
 /// records every target until dropped.
@@ -233,9 +189,9 @@ fn verify_fetch_gets_tdx_collateral_from_pcs_then_serves_it_from_the_cache() {
         now,
         "--json",
     ];
-    let fetched = pass(&args);
+    let fetched = succeeds(&args);
     assert_eq!(pcs.take(), expected);
-    let offline = pass(&[
+    let offline = succeeds(&[
         "attest",
         "verify",
         "--tee",
@@ -253,14 +209,14 @@ fn verify_fetch_gets_tdx_collateral_from_pcs_then_serves_it_from_the_cache() {
     assert_eq!(claims["platform"]["fmspc"], "b0c06f000000");
 
     // Again: everything is current at `now`, so PCS sees no request.
-    assert_eq!(pass(&args), offline);
+    assert_eq!(succeeds(&args), offline);
     assert_eq!(pcs.take(), Vec::<String>::new());
     // Past the PCK CRL's nextUpdate (10:00:35) only the CRL is fetched again;
     // verification at that time then refuses the expired collateral.
     let mut later = args.to_vec();
     let i = later.iter().position(|a| *a == now).unwrap();
     later[i] = "2025-07-19T10:00:36Z";
-    refuse(&later, &["tdx_quote refused", "CrlExpired"]);
+    refuses(&later, &["tdx_quote refused", "CrlExpired"]);
     assert_eq!(pcs.take(), [expected[2].clone()]);
 }
 
@@ -277,7 +233,7 @@ fn attest_fetch_fills_the_cache_for_an_offline_sgx_verification() {
     let quote = evidence("sgx/dcap-qvl/sgx_quote");
     let root = format!("{}{ROOT_CRL}", pcs.base);
     let now = "2025-07-19T10:01:17Z";
-    let out = pass(&[
+    let out = succeeds(&[
         "attest",
         "fetch",
         "--tee",
@@ -304,7 +260,7 @@ fn attest_fetch_fills_the_cache_for_an_offline_sgx_verification() {
     drop(pcs);
 
     // The directory is ordinary --collateral input: no network, no --fetch.
-    let v = pass(&[
+    let v = succeeds(&[
         "attest",
         "verify",
         "--tee",
@@ -316,7 +272,7 @@ fn attest_fetch_fills_the_cache_for_an_offline_sgx_verification() {
         now,
         "--json",
     ]);
-    let offline = pass(&[
+    let offline = succeeds(&[
         "attest",
         "verify",
         "--tee",
@@ -354,7 +310,7 @@ fn no_network_is_one_line_naming_the_url_and_the_way_out() {
         if sub == "verify" {
             args.push("--fetch");
         }
-        refuse(
+        refuses(
             &args,
             &[
                 "tdx_quote: could not fetch collateral from http://127.0.0.1:1/tdx/certification/v4/tcb?fmspc=B0C06F000000: no network connection",
@@ -363,7 +319,7 @@ fn no_network_is_one_line_naming_the_url_and_the_way_out() {
         );
     }
     // Source options without --fetch are a usage error, not ignored.
-    refuse(
+    refuses(
         &[
             "attest",
             "verify",

@@ -8,7 +8,7 @@
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,50 +18,8 @@ use cocoon_attest::workload::{InitData, ReferenceValues};
 use cocoon_infer::{BackgroundServer, EngineOptions, Models, ServerOptions};
 use cocoon_tls::{generate_key, AttestedCertResolver};
 
-fn cocoon(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cocoon"))
-        .args(args)
-        .output()
-        .expect("run cocoon")
-}
-
-fn show(args: &[&str], o: &Output) -> String {
-    format!(
-        "cocoon {}\nexit: {:?}\nstdout: {}\nstderr: {}",
-        args.join(" "),
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// Runs cocoon, expects exit 1 and exactly one stderr line; returns it.
-fn fails(args: &[&str]) -> String {
-    let o = cocoon(args);
-    let ctx = show(args, &o);
-    assert_eq!(o.status.code(), Some(1), "{ctx}");
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(err.lines().count(), 1, "one stderr line\n{ctx}");
-    assert!(!err.contains("panicked"), "{ctx}");
-    assert!(o.stdout.is_empty(), "{ctx}");
-    err.trim_end().to_string()
-}
-
-fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("COCOON_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cocoon_testkit::workspace_root().join("target/models"));
-    assert!(
-        dir.join(".complete").exists(),
-        "models missing at {}: run `bash scripts/models.sh` (or `make test`) first",
-        dir.display()
-    );
-    dir
-}
-
-fn model(name: &str) -> String {
-    models_dir().join(name).display().to_string()
-}
+mod common;
+use common::*;
 
 // ------------------------------------------------------------------ serve --
 
@@ -71,7 +29,7 @@ fn serve_refuses_models_it_cannot_load_in_one_line() {
     let missing = dir.path().join("missing.onnx");
     let missing = missing.to_str().unwrap();
     assert_eq!(
-        fails(&["infer", "serve", "--model", missing]),
+        refuses(&["infer", "serve", "--model", missing], &[]),
         format!(
             "cocoon: error: cannot read model {missing}: No such file or directory (os error 2)"
         )
@@ -79,7 +37,7 @@ fn serve_refuses_models_it_cannot_load_in_one_line() {
     let text = dir.path().join("notes.onnx");
     std::fs::write(&text, "not a model\n").unwrap();
     let text = text.to_str().unwrap();
-    let err = fails(&["infer", "serve", "--model", text]);
+    let err = refuses(&["infer", "serve", "--model", text], &[]);
     assert!(
         err.starts_with(&format!(
             "cocoon: error: cannot load model {text}: not an ONNX model: "
@@ -88,24 +46,27 @@ fn serve_refuses_models_it_cannot_load_in_one_line() {
     );
     let magika = model("magika.onnx");
     assert_eq!(
-        fails(&[
-            "infer",
-            "serve",
-            "--model",
-            &magika,
-            "--model",
-            &format!("magika={}", model("squeezenet.onnx"))
-        ]),
+        refuses(
+            &[
+                "infer",
+                "serve",
+                "--model",
+                &magika,
+                "--model",
+                &format!("magika={}", model("squeezenet.onnx"))
+            ],
+            &[]
+        ),
         r#"cocoon: error: bad model name "magika": two models have this name; give one another with NAME=FILE"#
     );
     assert_eq!(
-        fails(&["infer", "serve", "--model", "m=x.onnx", "--name", "n"]),
+        refuses(&["infer", "serve", "--model", "m=x.onnx", "--name", "n"], &[]),
         "cocoon: error: more --name than --model FILE arguments (--name pairs in order with the --model arguments that have no NAME=)"
     );
     // The image command loads every model first, too.
     let out = dir.path().join("img");
     let dst = format!("oci:{}:x", out.display());
-    let err = fails(&["infer", "image", "--model", text, "--to", &dst]);
+    let err = refuses(&["infer", "image", "--model", text, "--to", &dst], &[]);
     assert!(err.contains("not an ONNX model"), "{err}");
     assert!(!out.exists(), "nothing written for a bad model");
 }
@@ -194,22 +155,6 @@ fn serve_answers_over_http_and_stops_on_sigterm() {
 
 // ------------------------------------------------------------------ image --
 
-/// The static server `make infer-server` builds, found the way `cocoon
-/// infer image` finds it.
-fn static_server() -> PathBuf {
-    let cocoon = PathBuf::from(env!("CARGO_BIN_EXE_cocoon"));
-    let p = cocoon
-        .parent()
-        .unwrap()
-        .join("../x86_64-unknown-linux-gnu/release/cocoon-infer");
-    assert!(
-        p.is_file(),
-        "no static server at {}: run `make infer-server` (or `make test`) first",
-        p.display()
-    );
-    p
-}
-
 fn unpack(image: &str, dir: &Path) {
     let args = ["unpack", image, dir.to_str().unwrap()];
     let o = cocoon(&args);
@@ -244,7 +189,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn image_holds_the_static_server_and_the_models_and_seals_them_away() {
-    let server = static_server();
+    let server = static_build("cocoon-infer", "infer-server");
     let work = tempfile::tempdir().unwrap();
     let image = format!("oci:{}/infer:models", work.path().display());
     let args = [
@@ -646,7 +591,7 @@ fn request_refuses_other_workloads_and_untrusted_roots_before_sending() {
     let mut args = w.args(&addr, &rv, &root);
     args.extend(["--model", "squeezenet", "--input", &input]);
     assert_eq!(
-        fails(&args),
+        refuses(&args, &[]),
         format!(
             "cocoon: error: the endpoint's evidence names workload {} but the reference values expect {}",
             digest('d'),
@@ -668,7 +613,7 @@ fn request_refuses_other_workloads_and_untrusted_roots_before_sending() {
         "--input",
         &input,
     ];
-    let err = fails(&args);
+    let err = refuses(&args, &[]);
     assert!(
         err.ends_with("pass --sim-root FILE to trust a sim platform"),
         "{err}"
@@ -682,7 +627,7 @@ fn request_refuses_other_workloads_and_untrusted_roots_before_sending() {
     let rogue_root = w.path("rogue/root.pem");
     let mut args = w.args(&addr, &rv, &rogue_root);
     args.extend(["--model", "squeezenet", "--input", &input]);
-    let err = fails(&args);
+    let err = refuses(&args, &[]);
     assert!(err.starts_with("cocoon: error: "), "{err}");
     assert_eq!(forwarded.load(Ordering::SeqCst), 0, "nothing sent");
 
@@ -697,7 +642,7 @@ fn request_refuses_other_workloads_and_untrusted_roots_before_sending() {
     });
     let mut args = w.args(&plain_addr, &rv, &root);
     args.extend(["--model", "squeezenet", "--input", &input]);
-    let err = fails(&args);
+    let err = refuses(&args, &[]);
     assert!(err.starts_with("cocoon: error: "), "{err}");
 
     // Local input errors come before any connection.
@@ -707,7 +652,7 @@ fn request_refuses_other_workloads_and_untrusted_roots_before_sending() {
     let bad = bad.display().to_string();
     let mut args = w.args("127.0.0.1:1", &rv, &root);
     args.extend(["--model", "squeezenet", "--input", &bad]);
-    let err = fails(&args);
+    let err = refuses(&args, &[]);
     assert!(
         err.starts_with(&format!(
             "cocoon: error: --input {bad}: malformed request JSON: EOF"

@@ -14,66 +14,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn cocoon_exe() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_cocoon"))
-}
-
-fn show(args: &[&str], o: &Output) -> String {
-    format!(
-        "cocoon {}\nexit: {:?}\nstdout: {}\nstderr: {}",
-        args.join(" "),
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+mod common;
+use common::*;
 
 /// Runs cocoon with the KBS admin environment; panics unless it succeeds.
 fn ok(env: &[(&str, String)], args: &[&str]) -> String {
-    let o = Command::new(cocoon_exe())
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .expect("run cocoon");
+    let o = cocoon_with_env(env, args);
     assert!(o.status.success(), "{}", show(args, &o));
     String::from_utf8(o.stdout).unwrap()
-}
-
-fn fails(args: &[&str]) -> String {
-    let o = Command::new(cocoon_exe()).args(args).output().unwrap();
-    let ctx = show(args, &o);
-    assert_eq!(o.status.code(), Some(1), "{ctx}");
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(err.lines().count(), 1, "one stderr line\n{ctx}");
-    assert!(o.stdout.is_empty(), "{ctx}");
-    err
-}
-
-fn models_dir() -> PathBuf {
-    let dir = std::env::var_os("COCOON_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| cocoon_testkit::workspace_root().join("target/models"));
-    assert!(
-        dir.join(".complete").exists(),
-        "models missing at {}: run `bash scripts/models.sh` (or `make test`) first",
-        dir.display()
-    );
-    dir
-}
-
-/// A build output beside the cocoon binary's target directory.
-fn built(rel: &str, make: &str) -> PathBuf {
-    let p = cocoon_exe()
-        .parent()
-        .unwrap()
-        .join("../x86_64-unknown-linux-gnu/release")
-        .join(rel);
-    assert!(
-        p.is_file(),
-        "{} missing: run `make {make}` (or `make test`) first",
-        p.display()
-    );
-    p
 }
 
 fn free_port() -> u16 {
@@ -158,8 +106,8 @@ impl Drop for Running {
 #[test]
 fn a_sealed_model_server_answers_attested_requests_and_never_shows_its_model() {
     let models = models_dir();
-    let server = built("cocoon-infer", "infer-server");
-    let launcher = built("cocoon-launcher", "launcher");
+    let server = static_build("cocoon-infer", "infer-server");
+    let launcher = static_build("cocoon-launcher", "launcher");
     let work = tempfile::tempdir().unwrap();
     let w = |rel: &str| work.path().join(rel).display().to_string();
 
@@ -336,36 +284,42 @@ fn a_sealed_model_server_answers_attested_requests_and_never_shows_its_model() {
     let mut other = rv.clone();
     other["workload_digest"] = format!("sha256:{}", "e".repeat(64)).into();
     std::fs::write(work.path().join("other.json"), other.to_string()).unwrap();
-    let err = fails(&[
-        "infer",
-        "request",
-        &endpoint,
-        "--reference-values",
-        &w("other.json"),
-        "--sim-root",
-        &root,
-        "--model",
-        "squeezenet",
-        "--input",
-        &squeezenet,
-    ]);
+    let err = refuses(
+        &[
+            "infer",
+            "request",
+            &endpoint,
+            "--reference-values",
+            &w("other.json"),
+            "--sim-root",
+            &root,
+            "--model",
+            "squeezenet",
+            "--input",
+            &squeezenet,
+        ],
+        &[],
+    );
     assert!(
         err.contains(&format!(
             "the endpoint's evidence names workload {workload}"
         )),
         "{err}"
     );
-    let err = fails(&[
-        "infer",
-        "request",
-        &endpoint,
-        "--reference-values",
-        &rv_path,
-        "--model",
-        "squeezenet",
-        "--input",
-        &squeezenet,
-    ]);
+    let err = refuses(
+        &[
+            "infer",
+            "request",
+            &endpoint,
+            "--reference-values",
+            &rv_path,
+            "--model",
+            "squeezenet",
+            "--input",
+            &squeezenet,
+        ],
+        &[],
+    );
     assert!(err.contains("--sim-root"), "{err}");
     // The server's plaintext port is not on the host.
     assert!(!http_get_ok("127.0.0.1:8000", "/v2/health/live"));

@@ -6,7 +6,6 @@
 
 use std::io::Write as _;
 use std::net::TcpListener;
-use std::process::{Command, Output};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -19,32 +18,16 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tempfile::TempDir;
 
+mod common;
+use common::*;
+
 const HOUR: Duration = Duration::from_secs(3600);
-
-fn cocoon(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cocoon"))
-        .args(args)
-        .output()
-        .expect("run cocoon")
-}
-
-fn show(args: &[&str], o: &Output) -> String {
-    format!(
-        "cocoon {}\nexit: {:?}\nstdout: {}\nstderr: {}",
-        args.join(" "),
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Runs `cocoon verify-endpoint ARGS`, expects success, returns stdout.
 fn pass(args: &[&str]) -> String {
     let mut all = vec!["verify-endpoint"];
     all.extend_from_slice(args);
-    let o = cocoon(&all);
-    assert!(o.status.success(), "expected PASS\n{}", show(&all, &o));
-    String::from_utf8(o.stdout).unwrap()
+    common::succeeds(&all)
 }
 
 /// Runs `cocoon verify-endpoint ARGS`, expects exit 1 with one stderr line
@@ -52,23 +35,7 @@ fn pass(args: &[&str]) -> String {
 fn refuse(args: &[&str], fragments: &[&str]) -> String {
     let mut all = vec!["verify-endpoint"];
     all.extend_from_slice(args);
-    let o = cocoon(&all);
-    let ctx = show(&all, &o);
-    assert_eq!(o.status.code(), Some(1), "exit code\n{ctx}");
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(!err.contains("panicked"), "panic\n{ctx}");
-    assert_eq!(err.lines().count(), 1, "one stderr line\n{ctx}");
-    assert!(err.starts_with("cocoon: error: "), "{ctx}");
-    for f in fragments {
-        assert!(err.contains(f), "stderr lacks {f:?}\n{ctx}");
-    }
-    let parts: Vec<&str> = err.trim_end().split(": ").collect();
-    assert!(
-        parts.windows(2).all(|w| w[0] != w[1]),
-        "a cause is said twice\n{ctx}"
-    );
-    assert!(o.stdout.is_empty(), "nothing verified on refusal\n{ctx}");
-    err
+    common::refuses(&all, fragments)
 }
 
 fn digest(c: char) -> String {
@@ -245,7 +212,7 @@ fn another_workload_is_refused() {
     assert_eq!(
         err,
         format!(
-            "cocoon: error: the endpoint's evidence names workload {} but the reference values expect {}\n",
+            "cocoon: error: the endpoint's evidence names workload {} but the reference values expect {}",
             digest('d'),
             digest('a')
         )
