@@ -7,17 +7,16 @@ use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use cocoon_attest::workload::ReferenceValues;
-use cocoon_attest::Collateral;
 use cocoon_image::transport::{open_dest, RawManifest};
 use cocoon_image::{media, Digest, ImageRef};
 use cocoon_infer::magika::{ContentTypes, Features, MagikaConfig};
 use cocoon_infer::serve::{model_specs, ServeArgs};
 use cocoon_infer::{Client, EngineOptions, InferRequest, Models};
-use cocoon_tls::Expectation;
+
 use serde_json::json;
 
 use super::image_opts::ImageOpts;
+use super::verify_endpoint::ExpectationArgs;
 
 /// Arguments of `cocoon infer`.
 #[derive(clap::Args, Debug)]
@@ -89,16 +88,8 @@ pub struct RequestArgs {
     /// Only these outputs (default: every output).
     #[arg(long = "output", value_name = "NAME")]
     outputs: Vec<String>,
-    /// Reference values of the expected workload (from `cocoon convert --reference-values`).
-    #[arg(long, value_name = "FILE")]
-    reference_values: PathBuf,
-    /// Collateral files or directories (VCEK/VLEK, DCAP collateral).
-    #[arg(long, value_name = "PATH")]
-    collateral: Vec<PathBuf>,
-    /// Trust this sim root (root.pem from `cocoon sim init`) and accept sim
-    /// evidence, which gives no protection: development only.
-    #[arg(long, value_name = "FILE")]
-    sim_root: Vec<PathBuf>,
+    #[command(flatten)]
+    expect: ExpectationArgs,
 }
 
 /// Runs `cocoon infer`.
@@ -410,7 +401,7 @@ fn request(args: RequestArgs) -> anyhow::Result<()> {
             req = Some(r);
         }
     }
-    let exp = expectation(&args)?;
+    let exp = args.expect.expectation()?;
 
     let (stream, endpoint) = match cocoon_tls::connect(&args.addr, &exp) {
         Ok(c) => c,
@@ -483,27 +474,6 @@ fn print_json(v: &serde_json::Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", serde_json::to_string(v)?)?;
     Ok(())
-}
-
-/// What the endpoint must prove, as `cocoon verify-endpoint` reads it.
-fn expectation(args: &RequestArgs) -> anyhow::Result<Expectation> {
-    let rv_bytes = std::fs::read(&args.reference_values)
-        .with_context(|| format!("read {}", args.reference_values.display()))?;
-    let reference = ReferenceValues::from_json(&rv_bytes)
-        .with_context(|| args.reference_values.display().to_string())?;
-    let mut collateral = Collateral::from_paths(&args.collateral)?;
-    // Sim roots count only when given with --sim-root.
-    collateral.sim_roots.clear();
-    for f in &args.sim_root {
-        let roots = Collateral::from_paths(std::slice::from_ref(f))?.sim_roots;
-        anyhow::ensure!(
-            !roots.is_empty(),
-            "{} holds no sim root certificate (root.pem from `cocoon sim init`)",
-            f.display()
-        );
-        collateral.sim_roots.extend(roots);
-    }
-    Ok(Expectation::new(reference, collateral).allow_sim(!args.sim_root.is_empty()))
 }
 
 #[cfg(test)]

@@ -10,11 +10,10 @@ use cocoon_attest::workload::ReferenceValues;
 use cocoon_attest::Collateral;
 use cocoon_tls::{Expectation, VerifiedEndpoint};
 
-/// Arguments of `cocoon verify-endpoint`.
+/// What an attested endpoint must prove: the options `cocoon
+/// verify-endpoint` and `cocoon infer request` share.
 #[derive(clap::Args, Debug)]
-pub struct Args {
-    /// The endpoint, HOST:PORT.
-    pub addr: String,
+pub struct ExpectationArgs {
     /// Reference values of the expected workload (from `cocoon convert --reference-values`).
     #[arg(long, value_name = "FILE")]
     pub reference_values: PathBuf,
@@ -25,6 +24,39 @@ pub struct Args {
     /// evidence, which gives no protection: development only.
     #[arg(long, value_name = "FILE")]
     pub sim_root: Vec<PathBuf>,
+}
+
+impl ExpectationArgs {
+    /// Reads the reference values and collateral. Sim roots count only when
+    /// given with --sim-root: trusting sim is a decision, not a side effect
+    /// of a collateral directory's content.
+    pub fn expectation(&self) -> anyhow::Result<Expectation> {
+        let rv_bytes = std::fs::read(&self.reference_values)
+            .with_context(|| format!("read {}", self.reference_values.display()))?;
+        let reference = ReferenceValues::from_json(&rv_bytes)
+            .with_context(|| self.reference_values.display().to_string())?;
+        let mut collateral = Collateral::from_paths(&self.collateral)?;
+        collateral.sim_roots.clear();
+        for f in &self.sim_root {
+            let roots = Collateral::from_paths(std::slice::from_ref(f))?.sim_roots;
+            anyhow::ensure!(
+                !roots.is_empty(),
+                "{} holds no sim root certificate (root.pem from `cocoon sim init`)",
+                f.display()
+            );
+            collateral.sim_roots.extend(roots);
+        }
+        Ok(Expectation::new(reference, collateral).allow_sim(!self.sim_root.is_empty()))
+    }
+}
+
+/// Arguments of `cocoon verify-endpoint`.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The endpoint, HOST:PORT.
+    pub addr: String,
+    #[command(flatten)]
+    pub expect: ExpectationArgs,
     /// Send no nonce: accept the server's current certificate, which may be
     /// a replay within its lifetime.
     #[arg(long)]
@@ -36,24 +68,7 @@ pub struct Args {
 
 /// Runs `cocoon verify-endpoint`.
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let rv_bytes = std::fs::read(&args.reference_values)
-        .with_context(|| format!("read {}", args.reference_values.display()))?;
-    let reference = ReferenceValues::from_json(&rv_bytes)
-        .with_context(|| args.reference_values.display().to_string())?;
-    let mut collateral = Collateral::from_paths(&args.collateral)?;
-    // Sim roots count only when given with --sim-root: trusting sim is a
-    // decision, not a side effect of a collateral directory's content.
-    collateral.sim_roots.clear();
-    for f in &args.sim_root {
-        let roots = Collateral::from_paths(std::slice::from_ref(f))?.sim_roots;
-        anyhow::ensure!(
-            !roots.is_empty(),
-            "{} holds no sim root certificate (root.pem from `cocoon sim init`)",
-            f.display()
-        );
-        collateral.sim_roots.extend(roots);
-    }
-    let exp = Expectation::new(reference, collateral).allow_sim(!args.sim_root.is_empty());
+    let exp = args.expect.expectation()?;
     let connected = if args.no_nonce {
         cocoon_tls::connect_without_nonce(&args.addr, &exp)
     } else {
