@@ -14,6 +14,7 @@ pub mod copy;
 pub mod digest;
 pub mod error;
 pub mod flatten;
+pub mod layer;
 pub mod media;
 pub mod reference;
 pub mod store;

@@ -19,9 +19,9 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use cocoon_image::flatten::flatten;
-use cocoon_image::media;
 use cocoon_image::store::{CasDir, PackStore};
 use cocoon_image::transport::{resolve, RawManifest};
+use cocoon_image::{layer, media};
 use cocoon_image::{Digest, EntryKind, ImageDest, ImageSource, Platform};
 use serde_json::json;
 
@@ -257,11 +257,7 @@ fn create(path: &Path) -> Result<File> {
 }
 
 fn hash_file(path: &Path) -> Result<(Digest, u64)> {
-    let f = File::open(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let mut h = cocoon_image::digest::HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
-    io::copy(&mut h, &mut io::sink())
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    Ok(h.finish())
+    layer::hash_file(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
 }
 
 fn oci_descriptor(
@@ -269,30 +265,12 @@ fn oci_descriptor(
     digest: Digest,
     size: u64,
 ) -> Result<oci_spec::image::Descriptor> {
-    oci_spec::image::DescriptorBuilder::default()
-        .media_type(media_type)
-        .digest(oci_spec::image::Digest::from(digest))
-        .size(size)
-        .build()
+    layer::descriptor(media_type, digest, size)
         .map_err(|e| Error::Format(format!("building a descriptor: {e}")))
 }
 
-/// A deterministic tar header: root-owned, mtime 0.
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_size(size);
-    h
-}
-
 fn append_dir<W: Write>(b: &mut tar::Builder<W>, path: &str) -> Result<()> {
-    let mut h = header(tar::EntryType::Directory, 0o755, 0);
-    b.append_data(&mut h, path, io::empty())
-        .map_err(|e| Error::io(format!("adding {path} to a layer"), e))
+    layer::append_dir(b, path).map_err(|e| Error::io(format!("adding {path} to a layer"), e))
 }
 
 fn append_file<W: Write>(
@@ -302,8 +280,7 @@ fn append_file<W: Write>(
     size: u64,
     data: impl Read,
 ) -> Result<()> {
-    let mut h = header(tar::EntryType::Regular, mode, size);
-    b.append_data(&mut h, path, data)
+    layer::append_file(b, path, mode, size, data)
         .map_err(|e| Error::io(format!("adding {path} to a layer"), e))
 }
 

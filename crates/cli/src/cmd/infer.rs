@@ -7,6 +7,7 @@ use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use cocoon_image::layer::{append_dir, append_file, descriptor, hash_file};
 use cocoon_image::transport::{open_dest, RawManifest};
 use cocoon_image::{media, Digest, ImageRef};
 use cocoon_infer::magika::{ContentTypes, Features, MagikaConfig};
@@ -136,14 +137,17 @@ fn image(args: ImageArgs) -> anyhow::Result<()> {
         let mut b = tar::Builder::new(
             flate2::GzBuilder::new().write(Vec::new(), flate2::Compression::default()),
         );
-        append_dir(&mut b, "bin")?;
-        append_file(
-            &mut b,
-            &IMAGE_SERVER[1..],
-            0o755,
-            server.len() as u64,
-            &server[..],
-        )?;
+        append_dir(&mut b, "bin")
+            .and_then(|()| {
+                append_file(
+                    &mut b,
+                    &IMAGE_SERVER[1..],
+                    0o755,
+                    server.len() as u64,
+                    &server[..],
+                )
+            })
+            .context("writing the server layer")?;
         b.into_inner()?.finish()?
     };
     let mut raw = Vec::new();
@@ -156,7 +160,7 @@ fn image(args: ImageArgs) -> anyhow::Result<()> {
         let f = std::fs::File::create(&models_tar)
             .with_context(|| format!("creating {}", models_tar.display()))?;
         let mut b = tar::Builder::new(std::io::BufWriter::new(f));
-        append_dir(&mut b, &IMAGE_MODELS[1..])?;
+        append_dir(&mut b, &IMAGE_MODELS[1..]).context("writing the models layer")?;
         for (name, path) in &specs {
             let f = std::fs::File::open(path)
                 .with_context(|| format!("reading model {}", path.display()))?;
@@ -167,14 +171,16 @@ fn image(args: ImageArgs) -> anyhow::Result<()> {
                 0o444,
                 size,
                 f,
-            )?;
+            )
+            .with_context(|| format!("adding model {} to the models layer", path.display()))?;
         }
         b.into_inner()?
             .into_inner()
             .map_err(|e| e.into_error())?
             .sync_all()?;
     }
-    let (models_digest, models_size) = hash_file(&models_tar)?;
+    let (models_digest, models_size) =
+        hash_file(&models_tar).with_context(|| format!("reading {}", models_tar.display()))?;
 
     let config = json!({
         "architecture": "amd64",
@@ -296,56 +302,6 @@ fn check_static(elf: &[u8]) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn descriptor(
-    media_type: &str,
-    digest: Digest,
-    size: u64,
-) -> anyhow::Result<oci_spec::image::Descriptor> {
-    Ok(oci_spec::image::DescriptorBuilder::default()
-        .media_type(media_type)
-        .digest(oci_spec::image::Digest::from(digest))
-        .size(size)
-        .build()?)
-}
-
-fn hash_file(path: &Path) -> anyhow::Result<(Digest, u64)> {
-    let f = std::fs::File::open(path)?;
-    let mut h =
-        cocoon_image::digest::HashingReader::new(std::io::BufReader::with_capacity(1 << 20, f));
-    std::io::copy(&mut h, &mut std::io::sink())?;
-    Ok(h.finish())
-}
-
-/// A deterministic tar header: root-owned, mtime 0.
-fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
-    let mut h = tar::Header::new_ustar();
-    h.set_entry_type(kind);
-    h.set_mode(mode);
-    h.set_uid(0);
-    h.set_gid(0);
-    h.set_mtime(0);
-    h.set_size(size);
-    h
-}
-
-fn append_dir<W: std::io::Write>(b: &mut tar::Builder<W>, path: &str) -> anyhow::Result<()> {
-    let mut h = header(tar::EntryType::Directory, 0o755, 0);
-    b.append_data(&mut h, path, std::io::empty())
-        .with_context(|| format!("adding {path} to a layer"))
-}
-
-fn append_file<W: std::io::Write>(
-    b: &mut tar::Builder<W>,
-    path: &str,
-    mode: u32,
-    size: u64,
-    data: impl std::io::Read,
-) -> anyhow::Result<()> {
-    let mut h = header(tar::EntryType::Regular, mode, size);
-    b.append_data(&mut h, path, data)
-        .with_context(|| format!("adding {path} to a layer"))
 }
 
 // ---------------------------------------------------------------- request --

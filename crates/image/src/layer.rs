@@ -1,0 +1,87 @@
+//! Writing the layers and descriptors of images cocoon builds itself
+//! (`cocoon convert`, `cocoon infer image`): deterministic tar entries
+//! (root-owned, mtime 0), so the same inputs give the same layer digests.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use crate::digest::HashingReader;
+use crate::Digest;
+
+/// An OCI descriptor of `size` bytes with `digest` and `media_type`.
+pub fn descriptor(
+    media_type: &str,
+    digest: Digest,
+    size: u64,
+) -> Result<oci_spec::image::Descriptor, oci_spec::OciSpecError> {
+    oci_spec::image::DescriptorBuilder::default()
+        .media_type(media_type)
+        .digest(oci_spec::image::Digest::from(digest))
+        .size(size)
+        .build()
+}
+
+/// The SHA-256 and size of the file at `path`.
+pub fn hash_file(path: &Path) -> io::Result<(Digest, u64)> {
+    let f = File::open(path)?;
+    let mut h = HashingReader::new(io::BufReader::with_capacity(1 << 20, f));
+    io::copy(&mut h, &mut io::sink())?;
+    Ok(h.finish())
+}
+
+/// A deterministic tar header: root-owned, mtime 0.
+fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_ustar();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(size);
+    h
+}
+
+/// Appends directory `path` (mode 0755).
+pub fn append_dir<W: Write>(b: &mut tar::Builder<W>, path: &str) -> io::Result<()> {
+    let mut h = header(tar::EntryType::Directory, 0o755, 0);
+    b.append_data(&mut h, path, io::empty())
+}
+
+/// Appends regular file `path` of `size` bytes read from `data`.
+pub fn append_file<W: Write>(
+    b: &mut tar::Builder<W>,
+    path: &str,
+    mode: u32,
+    size: u64,
+    data: impl Read,
+) -> io::Result<()> {
+    let mut h = header(tar::EntryType::Regular, mode, size);
+    b.append_data(&mut h, path, data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_deterministic_and_root_owned() {
+        let layer = |data: &[u8]| {
+            let mut b = tar::Builder::new(Vec::new());
+            append_dir(&mut b, "bin").unwrap();
+            append_file(&mut b, "bin/x", 0o555, data.len() as u64, data).unwrap();
+            b.into_inner().unwrap()
+        };
+        assert_eq!(layer(b"abc"), layer(b"abc"));
+        assert_ne!(layer(b"abc"), layer(b"abd"));
+        let bytes = layer(b"abc");
+        let mut a = tar::Archive::new(&bytes[..]);
+        for e in a.entries().unwrap() {
+            let h = e.unwrap().header().clone();
+            assert_eq!(
+                (h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()),
+                (0, 0, 0)
+            );
+        }
+    }
+}
