@@ -37,9 +37,9 @@ cores=$(nproc)
 # load generator built the same way (it reuses that build).
 triple=x86_64-unknown-linux-gnu
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --quiet -p cocoon-infer \
-  --bin cocoon-infer --example load --target "$triple"
+  --bin cocoon-infer --example infer_load --target "$triple"
 server=$target/$triple/release/cocoon-infer
-load=$target/$triple/release/examples/load
+load=$target/$triple/release/examples/infer_load
 
 # onnxruntime in a venv of its own, cached by version.
 venv=/var/cache/cocoon/bench/onnxruntime-$ort_version
@@ -83,7 +83,7 @@ echo
 echo "## The server: cocoon-infer over plain HTTP on 127.0.0.1 (${secs}s per row)"
 echo
 echo "Server: \`cocoon-infer\` (the static release build images carry), $cores engine threads, $cores parallel inferences."
-echo "Client: \`crates/infer/examples/load.rs\`, keep-alive connections sharing the machine."
+echo "Client: \`crates/infer/examples/infer_load.rs\`, keep-alive connections sharing the machine."
 echo
 echo "| model, connections | requests/s | p50 ms | p99 ms | errors |"
 echo "| --- | ---: | ---: | ---: | ---: |"

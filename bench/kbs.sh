@@ -19,8 +19,8 @@ conc="${1:-64}"
 secs="${2:-10}"
 max="${3:-1000000}"
 threads="${4:-1}"
-cargo build --release --quiet -p cocoon-kbs --example load
-load="${CARGO_TARGET_DIR:-target}/release/examples/load"
+cargo build --release --quiet -p cocoon-kbs --example kbs_load
+load="${CARGO_TARGET_DIR:-target}/release/examples/kbs_load"
 work="$(mktemp -d)"
 port=$(( 20000 + RANDOM % 20000 ))
 server_pid=""
@@ -33,7 +33,7 @@ trap cleanup EXIT
 if [ -n "${COCOON:-}" ]; then
   server=("$COCOON" kbs serve --config "$work/kbs.toml"); how="$COCOON kbs serve"
 else
-  server=("$load" serve "$work/kbs.toml"); how="cocoon_kbs::server::run (examples/load serve)"
+  server=("$load" serve "$work/kbs.toml"); how="cocoon_kbs::server::run (examples/kbs_load serve)"
 fi
 "${server[@]}" 2>"$work/server.log" &
 server_pid=$!

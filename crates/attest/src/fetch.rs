@@ -105,6 +105,13 @@ impl Fetcher {
     /// directory `cache` (created on first store).
     pub fn new(cache: impl Into<PathBuf>) -> Self {
         let agent = ureq::Agent::config_builder()
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+                        rustls::crypto::aws_lc_rs::default_provider(),
+                    ))
+                    .build(),
+            )
             .http_status_as_error(false)
             .user_agent(concat!("cocoon/", env!("CARGO_PKG_VERSION")))
             .timeout_connect(Some(Duration::from_secs(10)))

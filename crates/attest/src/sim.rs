@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p384::ecdsa::{SigningKey, VerifyingKey};
 use p384::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use sha2::{Digest, Sha256};
 use x509_cert::builder::{profile::cabf::Root, Builder, CertificateBuilder};
@@ -176,7 +176,10 @@ fn key_id(vk: &VerifyingKey) -> Result<[u8; 32]> {
 
 /// A sim platform: its signing key and root certificate.
 pub struct SimPlatform {
-    key: SigningKey,
+    /// The platform key in aws-lc-rs, which signs P-384 about 5x faster
+    /// than the `p384` crate (every attestation signs one report).
+    signer: aws_lc_rs::signature::EcdsaKeyPair,
+    root_key_id: [u8; 32],
     root: Certificate,
     dir: PathBuf,
 }
@@ -230,6 +233,7 @@ pub fn init(dir: &Path) -> Result<SimPlatform> {
             detail: e.to_string(),
         })?;
     write_private(&key_path, pem.as_bytes())?;
+    let (signer, root_key_id) = report_signer(&key)?;
     let root_pem = root
         .to_pem(LineEnding::LF)
         .map_err(|e| Error::InvalidInput {
@@ -239,10 +243,36 @@ pub fn init(dir: &Path) -> Result<SimPlatform> {
     let root_path = dir.join(ROOT_FILE);
     std::fs::write(&root_path, root_pem).map_err(|e| Error::io("write", &root_path, e))?;
     Ok(SimPlatform {
-        key,
+        signer,
+        root_key_id,
         root,
         dir: dir.to_path_buf(),
     })
+}
+
+/// The report signer for `key` and its root key id.
+fn report_signer(key: &SigningKey) -> Result<(aws_lc_rs::signature::EcdsaKeyPair, [u8; 32])> {
+    let der = key.to_pkcs8_der().map_err(|e| Error::InvalidInput {
+        what: "sim key",
+        detail: e.to_string(),
+    })?;
+    let signer = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+        der.as_bytes(),
+    )
+    .map_err(|e| Error::InvalidInput {
+        what: "sim key",
+        detail: format!("not a usable P-384 key ({e})"),
+    })?;
+    Ok((signer, key_id(key.verifying_key())?))
+}
+
+/// Whether `evidence` (a sim report) carries a valid signature by the root
+/// key whose SEC1 point is `root_point`. Only the signature: the caller has
+/// checked the root itself (as [`SimVerifier`] does).
+pub fn report_signed_by(evidence: &[u8], root_point: &[u8]) -> bool {
+    evidence.len() == REPORT_LEN
+        && x509::verify_p384_sha384(root_point, &evidence[..SIGNED_LEN], &evidence[SIGNED_LEN..])
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -309,8 +339,10 @@ impl SimPlatform {
                 what: "sim root",
                 detail: format!("{} holds no certificate", root_path.display()),
             })?;
+        let (signer, root_key_id) = report_signer(&key)?;
         Ok(SimPlatform {
-            key,
+            signer,
+            root_key_id,
             root,
             dir: dir.to_path_buf(),
         })
@@ -343,12 +375,17 @@ impl SimPlatform {
             measurement,
             host_data: pad::<HOST_DATA_LEN>("host data", host_data)?,
             report_data: pad::<64>("report data", report_data)?,
-            root_key_id: key_id(self.key.verifying_key())?,
+            root_key_id: self.root_key_id,
             signature: [0; 96],
         };
-        use p384::ecdsa::signature::Signer as _;
-        let sig: Signature = self.key.sign(&r.signed_bytes());
-        r.signature.copy_from_slice(&sig.to_bytes());
+        let sig = self
+            .signer
+            .sign(&aws_lc_rs::rand::SystemRandom::new(), &r.signed_bytes())
+            .map_err(|e| Error::Attester {
+                attester: "sim",
+                detail: format!("signing failed ({e})"),
+            })?;
+        r.signature.copy_from_slice(sig.as_ref());
         Ok(r.to_bytes())
     }
 }
@@ -426,7 +463,7 @@ impl Verifier for SimVerifier {
                 break;
             }
         }
-        let Some((cert, vk)) = root else {
+        let Some((cert, _)) = root else {
             return Err(Error::Chain {
                 tee,
                 detail: format!(
@@ -437,17 +474,11 @@ impl Verifier for SimVerifier {
             });
         };
         x509::verify_issued_by(tee, &cert, &cert, now)?;
-        let sig = Signature::from_slice(&report.signature).map_err(|_| Error::Signature {
-            tee,
-            what: "report",
-        })?;
-        {
-            use p384::ecdsa::signature::Verifier as _;
-            vk.verify(&evidence[..SIGNED_LEN], &sig)
-                .map_err(|_| Error::Signature {
-                    tee,
-                    what: "report",
-                })?;
+        if !report_signed_by(evidence, x509::public_key_bytes(&cert)) {
+            return Err(Error::Signature {
+                tee,
+                what: "report",
+            });
         }
         if !report.debug {
             // Cannot happen for a report we signed: every sim report says debug.

@@ -453,23 +453,18 @@ pub fn verify_report_with(
         }
     }
     // Report signature by the leaf key.
-    let key = x509::p384_key(leaf).ok_or_else(|| Error::Chain {
-        tee,
-        detail: format!("{} has no P-384 public key", x509::subject(leaf)),
-    })?;
-    let sig = p384::ecdsa::Signature::from_scalars(report.sig_r, report.sig_s).map_err(|_| {
-        Error::Signature {
+    if x509::p384_key(leaf).is_none() {
+        return Err(Error::Chain {
+            tee,
+            detail: format!("{} has no P-384 public key", x509::subject(leaf)),
+        });
+    }
+    let sig = [report.sig_r, report.sig_s].concat();
+    if !x509::verify_p384_sha384(x509::public_key_bytes(leaf), &raw[..SIGNED_LEN], &sig) {
+        return Err(Error::Signature {
             tee,
             what: "report",
-        }
-    })?;
-    {
-        use p384::ecdsa::signature::Verifier as _;
-        key.verify(&raw[..SIGNED_LEN], &sig)
-            .map_err(|_| Error::Signature {
-                tee,
-                what: "report",
-            })?;
+        });
     }
     Ok(product)
 }

@@ -147,6 +147,25 @@ pub(crate) fn extension<'a>(
         .map(|e| e.extn_value.as_bytes())
 }
 
+/// The subject public key of a certificate as stored (a SEC1 point for EC keys).
+pub(crate) fn public_key_bytes(cert: &Certificate) -> &[u8] {
+    cert.tbs_certificate()
+        .subject_public_key_info()
+        .subject_public_key
+        .raw_bytes()
+}
+
+/// Whether `sig` (r ‖ s, big-endian, 48 bytes each) is an ECDSA P-384/SHA-384
+/// signature of `msg` by the SEC1 point `point`. In aws-lc-rs: this is the
+/// per-report check of SNP and sim evidence, and its assembly P-384 is 4-5x
+/// faster than the `p384` crate's.
+pub(crate) fn verify_p384_sha384(point: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+    use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
+    UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, point)
+        .verify(msg, sig)
+        .is_ok()
+}
+
 /// The P-384 public key of a certificate, if it has one.
 pub(crate) fn p384_key(cert: &Certificate) -> Option<p384::ecdsa::VerifyingKey> {
     let spki = cert.tbs_certificate().subject_public_key_info();

@@ -28,6 +28,13 @@ impl AdminClient {
     /// A client for the KBS at `base` (`http://host:port`) with the admin private key.
     pub fn new(base: &str, key: p256::SecretKey) -> Self {
         let agent = ureq::Agent::config_builder()
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+                        rustls::crypto::aws_lc_rs::default_provider(),
+                    ))
+                    .build(),
+            )
             .timeout_global(Some(Duration::from_secs(30)))
             .http_status_as_error(false)
             .build()

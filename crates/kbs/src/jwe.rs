@@ -126,10 +126,10 @@ pub fn encrypt(key: &RecipientKey, plaintext: &[u8]) -> Result<JweResponse> {
     fill_random(cek.as_mut())?;
     let (header, encrypted_key) = match key {
         RecipientKey::P256(pk) => {
-            // ECDH-ES with an ephemeral key, in ring (assembly P-256).
+            // ECDH-ES with an ephemeral key, in aws-lc-rs (assembly P-256).
+            use aws_lc_rs::agreement;
             use p256::elliptic_curve::sec1::ToSec1Point;
-            use ring::agreement;
-            let rng = ring::rand::SystemRandom::new();
+            let rng = aws_lc_rs::rand::SystemRandom::new();
             let eph = agreement::EphemeralPrivateKey::generate(&agreement::ECDH_P256, &rng)
                 .map_err(|_| Error::Internal("ephemeral key".into()))?;
             let eph_pub = eph
@@ -140,10 +140,10 @@ pub fn encrypt(key: &RecipientKey, plaintext: &[u8]) -> Result<JweResponse> {
             let peer = pk.to_sec1_point(false);
             let kek = agreement::agree_ephemeral(
                 eph,
-                &agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, peer.as_bytes()),
-                |z| concat_kdf_256(z, ALG_ECDH_ES_A256KW),
-            )
-            .map_err(|_| Error::Internal("ECDH failed".into()))?;
+                agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, peer.as_bytes()),
+                Error::Internal("ECDH failed".into()),
+                |z| Ok(concat_kdf_256(z, ALG_ECDH_ES_A256KW)),
+            )?;
             let wrapped = aes_kw::KekAes256::from(*kek)
                 .wrap_vec(cek.as_ref())
                 .map_err(|e| Error::Internal(format!("key wrap: {e}")))?;

@@ -823,7 +823,7 @@ fn tls_acceptor(cfg: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>> {
         .map_err(|e| Error::Config(format!("server.tls_cert {}: {e}", cert.display())))?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| Error::Config(format!("server.tls_key {}: {e}", key.display())))?;
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
     let sc = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config(format!("TLS: {e}")))?

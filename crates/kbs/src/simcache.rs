@@ -7,7 +7,7 @@
 //! keeps that root's public key and validity window, and later reports under
 //! the same root key id get the same checks minus the repeated self-signature:
 //! parse (attest's parser), root validity at the verification time, report
-//! signature (ECDSA P-384/SHA-384 over bytes 0..208, in ring), debug flag.
+//! signature (`cocoon_attest::sim::report_signed_by`), debug flag.
 //! Any failure on the fast path falls back to the full verification, so
 //! refusals carry exactly attest's errors. Tests check that both paths give
 //! the same claims and refuse the same tampered reports.
@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use cocoon_attest::sim::{SimReport, SIGNED_LEN};
+use cocoon_attest::sim::SimReport;
 use cocoon_attest::{Claims, Collateral, Tee, UnixTime};
 use x509_cert::der::{Decode, Encode};
 
@@ -51,17 +51,12 @@ impl SimRootCache {
             .get(&report.root_key_id)
             .cloned();
         if let Some(root) = root {
-            if root.not_before <= now.0 && now.0 <= root.not_after && report.debug {
-                let key = ring::signature::UnparsedPublicKey::new(
-                    &ring::signature::ECDSA_P384_SHA384_FIXED,
-                    &root.point,
-                );
-                if key
-                    .verify(&evidence[..SIGNED_LEN], &report.signature)
-                    .is_ok()
-                {
-                    return Ok(report.claims());
-                }
+            if root.not_before <= now.0
+                && now.0 <= root.not_after
+                && report.debug
+                && cocoon_attest::sim::report_signed_by(evidence, &root.point)
+            {
+                return Ok(report.claims());
             }
         }
         let claims = cocoon_attest::verify(Tee::Sim, evidence, collateral, now)?;

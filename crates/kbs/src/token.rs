@@ -98,9 +98,9 @@ pub fn verify_es256(token: &str, keys: &[VerifyingKey], now: u64) -> Result<Valu
 /// The KBS token signer: an ES256 key, its key id, issuer and lifetime.
 pub struct TokenSigner {
     key: SigningKey,
-    /// The same key in ring, which signs about 10x faster than the p256
-    /// crate (assembly P-256); used for every EAR token.
-    fast: ring::signature::EcdsaKeyPair,
+    /// The same key in aws-lc-rs, which signs about 10x faster than the
+    /// p256 crate (assembly P-256); used for every EAR token.
+    fast: aws_lc_rs::signature::EcdsaKeyPair,
     kid: String,
     issuer: String,
     ttl_secs: u64,
@@ -120,11 +120,10 @@ impl TokenSigner {
     pub fn new(key: &p256::SecretKey, issuer: String, ttl_secs: u64) -> Result<Self> {
         use p256::elliptic_curve::sec1::ToSec1Point;
         let point = key.public_key().to_sec1_point(false);
-        let fast = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
-            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+        let fast = aws_lc_rs::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
             key.to_bytes().as_slice(),
             point.as_bytes(),
-            &ring::rand::SystemRandom::new(),
         )
         .map_err(|e| Error::Internal(format!("token key: {e}")))?;
         Ok(TokenSigner {
@@ -190,7 +189,10 @@ impl TokenSigner {
         let signing_input = format!("{header}.{claims}");
         let sig = self
             .fast
-            .sign(&ring::rand::SystemRandom::new(), signing_input.as_bytes())
+            .sign(
+                &aws_lc_rs::rand::SystemRandom::new(),
+                signing_input.as_bytes(),
+            )
             .map_err(|e| Error::Internal(format!("sign token: {e}")))?;
         Ok(format!("{signing_input}.{}", b64url(sig.as_ref())))
     }

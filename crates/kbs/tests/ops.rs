@@ -51,6 +51,9 @@ fn agent(ca_pem: Option<&str>) -> ureq::Agent {
         b = b.tls_config(
             ureq::tls::TlsConfig::builder()
                 .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![ca])))
+                .unversioned_rustls_crypto_provider(Arc::new(
+                    rustls::crypto::aws_lc_rs::default_provider(),
+                ))
                 .build(),
         );
     }

@@ -94,7 +94,7 @@ impl ResolvesServerCert for Fixed {
 }
 
 fn server_config(ck: Arc<CertifiedKey>) -> Result<Arc<ServerConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let c = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config(format!("shield TLS configuration: {e}")))?

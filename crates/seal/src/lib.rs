@@ -3,6 +3,7 @@
 //! verifying, decrypting reader; owner signatures; and `convert`, which turns
 //! an ordinary image into a sealed one.
 
+mod aead;
 pub mod convert;
 pub mod error;
 pub mod format;

@@ -7,15 +7,12 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::Aes256Gcm;
 use cocoon_image::store::ContentStore;
 use cocoon_image::{Digest, Entry, EntryKind, Tree};
 
+use crate::aead::AeadKey;
 use crate::error::{Error, Result};
-use crate::format::{
-    ChunkRecord, Header, FLAG_ENCRYPTED, FLAG_ZSTD, HEADER_LEN, INDEX_AAD, NONCE_LEN,
-};
+use crate::format::{ChunkRecord, Header, FLAG_ENCRYPTED, FLAG_ZSTD, HEADER_LEN, INDEX_AAD};
 use crate::index::{DataRef, Index, IndexEntry};
 use crate::keys::{DerivedKeys, ImageKey};
 use crate::manifest::{summarize_records, WorkloadManifest};
@@ -155,7 +152,11 @@ impl SealedBlob {
             ));
         }
         let aad = [INDEX_AAD, &self.header.table_digest.0].concat();
-        let plain = decrypt(&keys.index, &stored, &aad, || "the index".into())?;
+        let plain = AeadKey::new(&keys.index)?
+            .open(stored, &aad)
+            .ok_or_else(|| Error::Decrypt {
+                what: "the index".into(),
+            })?;
         let json = zstd::bulk::decompress(&plain, MAX_INDEX_JSON)
             .map_err(|e| Error::Format(format!("index does not decompress: {e}")))?;
         let index: Index = serde_json::from_slice(&json)
@@ -179,26 +180,10 @@ thread_local! {
         std::cell::RefCell::new(zstd::bulk::Decompressor::new().ok());
 }
 
-/// AES-256-GCM open of `nonce || ciphertext || tag`.
-fn decrypt(
-    key: &[u8; 32],
-    stored: &[u8],
-    aad: &[u8],
-    what: impl Fn() -> String,
-) -> Result<Vec<u8>> {
-    if stored.len() < NONCE_LEN {
-        return Err(Error::Decrypt { what: what() });
-    }
-    let (nonce, ct) = stored.split_at(NONCE_LEN);
-    Aes256Gcm::new(key.into())
-        .decrypt(nonce.into(), Payload { msg: ct, aad })
-        .map_err(|_| Error::Decrypt { what: what() })
-}
-
 /// An unlocked sealed tree: every path's record, and verified reads.
 pub struct UnlockedTree {
     blob: SealedBlob,
-    keys: DerivedKeys,
+    chunk_key: AeadKey,
     entries: Vec<IndexEntry>,
     by_path: HashMap<String, usize>,
 }
@@ -248,7 +233,7 @@ impl UnlockedTree {
         }
         Ok(UnlockedTree {
             blob,
-            keys,
+            chunk_key: AeadKey::new(&keys.chunk)?,
             entries,
             by_path,
         })
@@ -276,12 +261,11 @@ impl UnlockedTree {
     pub fn read_chunk(&self, n: u64) -> Result<Vec<u8>> {
         let (r, stored) = self.blob.stored_chunk(n)?;
         let body = if r.flags & FLAG_ENCRYPTED != 0 {
-            decrypt(
-                &self.keys.chunk,
-                &stored,
-                &chunk_aad(n, r.flags, r.plain_len),
-                || format!("chunk {n}"),
-            )?
+            self.chunk_key
+                .open(stored, &chunk_aad(n, r.flags, r.plain_len))
+                .ok_or_else(|| Error::Decrypt {
+                    what: format!("chunk {n}"),
+                })?
         } else {
             if Digest::of(&stored) != r.digest {
                 return Err(Error::Tampered(format!(

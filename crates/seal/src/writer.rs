@@ -4,12 +4,11 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 
-use aes_gcm::aead::{Aead, KeyInit, Payload};
-use aes_gcm::Aes256Gcm;
 use cocoon_image::store::ContentSource;
 use cocoon_image::{Digest, EntryKind, Tree};
 use rayon::prelude::*;
 
+use crate::aead::AeadKey;
 use crate::error::{Error, Result};
 use crate::format::{
     ChunkRecord, Header, CHUNK_AAD, FLAG_ENCRYPTED, FLAG_ZSTD, HEADER_LEN, INDEX_AAD,
@@ -235,11 +234,7 @@ thread_local! {
 
 /// AES-256-GCM: `nonce || ciphertext || tag`.
 fn encrypt(key: &[u8; 32], nonce: [u8; 12], plain: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-    let cipher = Aes256Gcm::new(key.into());
-    let ct = cipher
-        .encrypt(&nonce.into(), Payload { msg: plain, aad })
-        .map_err(|_| Error::Crypto("AES-GCM encryption failed".into()))?;
-    Ok([&nonce[..], &ct].concat())
+    AeadKey::new(key)?.seal(nonce, plain, aad)
 }
 
 /// The additional data that binds an encrypted chunk to its place.

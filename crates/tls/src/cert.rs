@@ -82,7 +82,7 @@ pub fn private_key_der(key: &p256::SecretKey) -> Result<PrivateKeyDer<'static>> 
 /// A rustls [`CertifiedKey`] (certificate + signing key, ring provider)
 /// ready for a server's certificate resolver.
 pub fn certified_key(key: &p256::SecretKey, cert_der: Vec<u8>) -> Result<Arc<CertifiedKey>> {
-    let provider = rustls::crypto::ring::default_provider();
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
     let signer = provider
         .key_provider
         .load_private_key(private_key_der(key)?)

@@ -53,7 +53,7 @@ impl AttestedServerVerifier {
     pub fn new(expectation: Expectation) -> Self {
         AttestedServerVerifier {
             expectation,
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
             outcome: Mutex::new(None),
         }
     }

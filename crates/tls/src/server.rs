@@ -111,7 +111,7 @@ impl ResolvesServerCert for AttestedCertResolver {
 /// A rustls server configuration (ring provider, TLS 1.2 and 1.3, no
 /// client authentication) whose certificates come from `resolver`.
 pub fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Result<Arc<ServerConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config {

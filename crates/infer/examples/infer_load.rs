@@ -27,7 +27,7 @@ fn main() {
         Some("http") if args.len() == 7 => http(&args[1..]),
         Some("engine") if args.len() == 5 => engine(&args[1..]),
         Some("magika-request") if args.len() == 3 => magika_request(&args[1..]),
-        _ => Err("usage: load http ADDR MODEL BODY CONCURRENCY SECONDS MAX | load engine MODEL_FILE BODY ITERATIONS THREADS | load magika-request CONFIG FILE".into()),
+        _ => Err("usage: infer_load http ADDR MODEL BODY CONCURRENCY SECONDS MAX | infer_load engine MODEL_FILE BODY ITERATIONS THREADS | infer_load magika-request CONFIG FILE".into()),
     };
     if let Err(e) = result {
         eprintln!("load: error: {e}");

@@ -208,59 +208,25 @@ impl Client {
     }
 }
 
-/// Makes sim evidence as `SimPlatform::sign` does, signing with ring when it
-/// can load the platform key (it is several times faster than the p384
-/// crate, and the client shares the machine with the server).
+/// Makes sim evidence for the load's workload, as the launcher's attester does.
 struct SimSigner {
     platform: SimPlatform,
     host_data: Vec<u8>,
-    /// A report with these fields; report data and signature are replaced.
-    template: Vec<u8>,
-    fast: Option<ring::signature::EcdsaKeyPair>,
 }
 
 impl SimSigner {
     fn new(dir: &std::path::Path, host_data: Vec<u8>) -> Res<Self> {
-        use rustls_pki_types::pem::PemObject;
         let platform = SimPlatform::open(dir).map_err(|e| e.to_string())?;
-        let template = platform
-            .sign([7; 48], &host_data, &[], 1)
-            .map_err(|e| e.to_string())?;
-        let fast = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_file(
-            dir.join(cocoon_attest::sim::KEY_FILE),
-        )
-        .ok()
-        .and_then(|der| {
-            ring::signature::EcdsaKeyPair::from_pkcs8(
-                &ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
-                der.secret_pkcs8_der(),
-                &ring::rand::SystemRandom::new(),
-            )
-            .ok()
-        });
         Ok(SimSigner {
             platform,
             host_data,
-            template,
-            fast,
         })
     }
 
     fn sign(&self, report_data: &[u8]) -> Res<Vec<u8>> {
-        let Some(key) = &self.fast else {
-            return self
-                .platform
-                .sign([7; 48], &self.host_data, report_data, 1)
-                .map_err(|e| e.to_string());
-        };
-        let mut r = self.template[..cocoon_attest::sim::SIGNED_LEN].to_vec();
-        r[112..176].fill(0);
-        r[112..112 + report_data.len()].copy_from_slice(report_data);
-        let sig = key
-            .sign(&ring::rand::SystemRandom::new(), &r)
-            .map_err(|e| e.to_string())?;
-        r.extend_from_slice(sig.as_ref());
-        Ok(r)
+        self.platform
+            .sign([7; 48], &self.host_data, report_data, 1)
+            .map_err(|e| e.to_string())
     }
 }
 
@@ -392,9 +358,6 @@ fn run(args: &[String]) -> Res<()> {
     let i = init_data();
     let host_data = init_data_field(Tee::Sim, &i.digest()).map_err(|e| e.to_string())?;
     let sim = Arc::new(SimSigner::new(&sim_dir, host_data)?);
-    if sim.fast.is_none() {
-        eprintln!("load: signing sim reports with the p384 crate (ring could not load the key)");
-    }
     let init_body = serde_json::to_string(&i).map_err(|e| e.to_string())?;
     let threads_all = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -502,7 +465,7 @@ fn main() {
             .map_err(|e| e.to_string()),
         Some("setup") if args.len() == 3 => setup(std::path::Path::new(&args[1]), &args[2]),
         Some("run") if args.len() >= 4 => run(&args[1..]),
-        _ => Err("usage: load setup DIR PORT | load serve CONFIG | load run URL SIM_DIR ADMIN_KEY [CONCURRENCY] [SECONDS] [MAX_FLOWS] [THREADS]".into()),
+        _ => Err("usage: kbs_load setup DIR PORT | kbs_load serve CONFIG | kbs_load run URL SIM_DIR ADMIN_KEY [CONCURRENCY] [SECONDS] [MAX_FLOWS] [THREADS]".into()),
     };
     if let Err(e) = r {
         eprintln!("load: {e}");
