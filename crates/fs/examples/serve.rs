@@ -4,7 +4,7 @@
 //! `ready`, and unmounts when its standard input closes. A line `drop` on
 //! standard input empties the server's chunk cache (answered `dropped`), for
 //! cold-cache measurements. `COCOON_CHUNK_SIZE` sets the chunk size (default
-//! 128 KiB); `COCOON_CHUNK_CACHE_MIB`, `COCOON_PREFETCH_THREADS` and
+//! `DEFAULT_CHUNK_SIZE`); `COCOON_CHUNK_CACHE_MIB`, `COCOON_PREFETCH_THREADS` and
 //! `COCOON_FUSE_THREADS` override `ReadOptions::default()`.
 
 #[path = "../tests/common/mod.rs"]

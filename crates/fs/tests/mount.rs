@@ -461,7 +461,8 @@ fn a_chunk_tampered_after_mount_is_an_io_error() {
     f.seek(SeekFrom::Start(0)).unwrap();
     f.read_exact(&mut buf).unwrap();
     assert_eq!(&buf[..], &content[..4096]);
-    f.seek(SeekFrom::Start(128 * 1024 + 4096)).unwrap();
+    let chunk_size = u64::from(cocoon_seal::manifest::DEFAULT_CHUNK_SIZE);
+    f.seek(SeekFrom::Start(chunk_size + 4096)).unwrap();
     let e = f.read(&mut buf).unwrap_err();
     assert_eq!(errno(&e), libc::EIO);
 

@@ -16,9 +16,11 @@ pub const SCHEMA: &str = "cocoon.dev/workload/v1";
 /// The sealed format the manifest's seal parameters describe.
 pub const SEAL_FORMAT: &str = "cocoon-seal/1";
 
-/// Default chunk size of sealed files: large enough for good compression,
-/// small enough that a random read decrypts little.
-pub const DEFAULT_CHUNK_SIZE: u32 = 128 * 1024;
+/// Default chunk size of sealed files: large enough for good compression
+/// (0.8 % more bytes than 128 KiB), small enough that a random 4 KiB read
+/// decrypts little (the size where sealed reads beat gocryptfs both
+/// sequentially and at random; BENCHMARKS.md "Sealed FUSE reads").
+pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
 
 /// Errors building or reading a manifest.
 #[derive(Debug, thiserror::Error)]
