@@ -11,14 +11,16 @@
 #             app's own network namespace.
 #
 # Both serve the default page (615 B) and a 1 MiB file; wrk (OpenSSL) drives
-# each for SECS seconds with CONNS connections and 2 threads. Handshake
+# each for SECS seconds with CONNS connections and 2 threads, ROUNDS times,
+# alternating which of the two goes first; the table has the medians (and
+# each round's ratio, to show the spread on a shared machine). Handshake
 # latency: the median of curl's (appconnect - connect) over 50 fresh
 # connections (the shield's KBS-CA route), and the median wall time of
 # `cocoon verify-endpoint` (fresh evidence per connection: nonce in SNI,
 # evidence made and verified) over 20 runs.
 #
 #   bench/shield.sh [COCOON_BINARY]     (root; fixtures; `make release`)
-#   BENCH_SECS=10 BENCH_CONNS=32
+#   BENCH_SECS=10 BENCH_CONNS=32 BENCH_ROUNDS=3
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/sim-kbs.sh
@@ -26,6 +28,7 @@ cocoon=$(realpath "${1:-target/release/cocoon}")
 fixtures=$(realpath "${COCOON_FIXTURES:-target/fixtures}")
 secs=${BENCH_SECS:-10}
 conns=${BENCH_CONNS:-32}
+rounds=${BENCH_ROUNDS:-3}
 work=$(mktemp -d)
 kbs_pid=""
 cleanup() {
@@ -100,17 +103,29 @@ handshake_ms() { # URL CACERT
 }
 
 echo "# shield vs nginx's own TLS, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "# wrk -t2 -c$conns -d${secs}s; TLS 1.3 both; P-256 certificates both"
+echo "# wrk -t2 -c$conns -d${secs}s, medians of $rounds rounds (order alternating); TLS 1.3 both; P-256 certificates both"
 echo
-echo "| payload | nginx TLS (req/s, MB/s) | shield (req/s, MB/s) | shield / nginx TLS |"
-echo "| --- | --- | --- | --- |"
+echo "| payload | nginx TLS (req/s, MB/s) | shield (req/s, MB/s) | shield / nginx TLS | ratio in each round |"
+echo "| --- | --- | --- | --- | --- |"
 for p in / /1m.bin; do
-  read -r br bt < <(rps "https://localhost:9443$p")
-  read -r sr st < <(rps "https://localhost:8443$p")
+  : >"$work/base.r"; : >"$work/shield.r"; each=""
+  for round in $(seq "$rounds"); do
+    if [ $((round % 2)) = 1 ]; then
+      b=$(rps "https://localhost:9443$p"); s=$(rps "https://localhost:8443$p")
+    else
+      s=$(rps "https://localhost:8443$p"); b=$(rps "https://localhost:9443$p")
+    fi
+    echo "$b" >>"$work/base.r"; echo "$s" >>"$work/shield.r"
+    each="$each $(echo "scale=2; ${s%% *} / ${b%% *}" | bc)x"
+  done
+  br=$(cut -d' ' -f1 "$work/base.r" | median); bt=$(cut -d' ' -f2 "$work/base.r" | median)
+  sr=$(cut -d' ' -f1 "$work/shield.r" | median); st=$(cut -d' ' -f2 "$work/shield.r" | median)
   ratio=$(echo "scale=2; $sr / $br" | bc)
   name=$([ "$p" = / ] && echo "default page (615 B)" || echo "1 MiB file")
-  echo "| $name | $br, $bt | $sr, $st | ${ratio}x |"
+  echo "| $name | $br, $bt | $sr, $st | ${ratio}x |$each |"
 done
+echo
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 hb=$(handshake_ms https://localhost:9443/ "$work/base/rootfs/etc/nginx/bench.crt")
 hs=$(handshake_ms https://localhost:8443/ "$work/kbs-ca.pem")
