@@ -38,10 +38,12 @@ pub fn flatten(
         // parsing and hashing: the two halves of the work overlap.
         let actual = std::thread::scope(|scope| -> Result<Digest> {
             let (tx, rx) = mpsc::sync_channel(PIPELINE_DEPTH);
+            let (spent_tx, spent) = mpsc::channel();
             let raw = &mut raw;
-            scope.spawn(move || decompress_into(compression, layer, raw, tx));
+            scope.spawn(move || decompress_into(compression, layer, raw, tx, spent));
             let mut uncompressed = HashingReader::new(ChannelReader {
                 rx,
+                spent: spent_tx,
                 chunk: Vec::new(),
                 pos: 0,
             });
@@ -73,21 +75,32 @@ pub fn flatten(
 const PIPELINE_DEPTH: usize = 4;
 const BLOCK: usize = 1 << 20;
 
-/// Decompresses `raw` into `tx` in blocks, then reads `raw` to its end so
-/// that its digest check runs; any error goes down the channel.
+/// Decompresses `raw` into `tx` in full blocks (reusing the ones the reader
+/// sends back on `spent`), then reads `raw` to its end so that its digest
+/// check runs; any error goes down the channel.
 fn decompress_into(
     compression: Compression,
     layer: Digest,
     raw: &mut (dyn Read + Send),
     tx: mpsc::SyncSender<io::Result<Vec<u8>>>,
+    spent: mpsc::Receiver<Vec<u8>>,
 ) {
     let result = (|| -> io::Result<()> {
         let mut decoded = compression
             .decoder(Box::new(&mut *raw), &layer)
             .map_err(Error::into_io)?;
         loop {
-            let mut block = vec![0u8; BLOCK];
-            let n = decoded.read(&mut block)?;
+            // Decoders return a little at a time: fill the whole block, so
+            // that blocks are few and each is zeroed once, not per read.
+            let mut block = spent.try_recv().unwrap_or_default();
+            block.resize(BLOCK, 0);
+            let mut n = 0;
+            while n < BLOCK {
+                match decoded.read(&mut block[n..])? {
+                    0 => break,
+                    k => n += k,
+                }
+            }
             if n == 0 {
                 break;
             }
@@ -104,9 +117,11 @@ fn decompress_into(
     }
 }
 
-/// Reads the blocks a decompressing thread sends.
+/// Reads the blocks a decompressing thread sends, and sends them back for
+/// reuse once read.
 struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    spent: mpsc::Sender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
 }
@@ -116,7 +131,9 @@ impl Read for ChannelReader {
         while self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(block) => {
-                    self.chunk = block?;
+                    let read = std::mem::replace(&mut self.chunk, block?);
+                    // The decompressing thread may be done: then nobody reuses it.
+                    let _ = self.spent.send(read);
                     self.pos = 0;
                 }
                 Err(_) => return Ok(0), // sender done: end of stream

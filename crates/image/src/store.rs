@@ -1,9 +1,10 @@
 //! Where flattening puts file contents.
 //!
-//! Measuring needs only each file's digest ([`HashOnly`]); unpacking and
-//! sealing need the bytes too: [`PackStore`] appends them to one scratch file
-//! (fast for thousands of small files), [`CasDir`] keeps one file per content
-//! (for callers that need a path, such as a sealed blob).
+//! Measuring needs only each file's digest ([`HashOnly`]); unpacking needs
+//! the bytes too: [`PackStore`] appends them to one scratch file (fast for
+//! thousands of small files), [`CasDir`] keeps one file per content (for
+//! callers that need a path, such as a sealed blob). Sealing has its own
+//! store, which compresses chunks as they arrive (`cocoon_seal::pack`).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -94,6 +95,9 @@ pub struct PackStore {
     file: File,
     end: u64,
     index: HashMap<Digest, (u64, u64)>,
+    /// Copy buffer, reused: zeroing a fresh one per file cost more than
+    /// copying the (mostly small) files.
+    buf: Vec<u8>,
 }
 
 impl PackStore {
@@ -103,6 +107,7 @@ impl PackStore {
             file: tempfile::tempfile_in(dir)?,
             end: 0,
             index: HashMap::new(),
+            buf: vec![0u8; 1 << 20],
         })
     }
 }
@@ -111,14 +116,13 @@ impl ContentStore for PackStore {
     fn put(&mut self, data: &mut dyn Read) -> io::Result<(Digest, u64)> {
         let start = self.end;
         let mut hashing = HashingReader::new(data);
-        let mut buf = vec![0u8; 1 << 20];
         let mut pos = start;
         loop {
-            let n = hashing.read(&mut buf)?;
+            let n = hashing.read(&mut self.buf)?;
             if n == 0 {
                 break;
             }
-            self.file.write_all_at(&buf[..n], pos)?;
+            self.file.write_all_at(&self.buf[..n], pos)?;
             pos += n as u64;
         }
         let (digest, size) = hashing.finish();
