@@ -42,6 +42,37 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
     h
 }
 
+/// The two zero blocks that end a tar archive.
+pub const END_OF_ARCHIVE: [u8; 1024] = [0; 1024];
+
+/// The 512-byte header [`append_file`] writes before a regular file's data,
+/// for callers that write the data themselves (in place, at a known offset),
+/// followed by [`padding`] zero bytes.
+pub fn file_header(path: &str, mode: u32, size: u64) -> io::Result<[u8; 512]> {
+    let mut h = header(tar::EntryType::Regular, mode, size);
+    h.set_path(path)?;
+    h.set_cksum();
+    Ok(*h.as_bytes())
+}
+
+/// How many zero bytes follow `size` bytes of entry data, to a whole block.
+pub fn padding(size: u64) -> usize {
+    ((512 - size % 512) % 512) as usize
+}
+
+/// Tar entries built in memory by `build`, without the end-of-archive
+/// marker: the start of a layer whose later entries are written apart.
+pub fn entries(
+    build: impl FnOnce(&mut tar::Builder<Vec<u8>>) -> io::Result<()>,
+) -> io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    build(&mut b)?;
+    let mut bytes = b.into_inner()?;
+    // `into_inner` ends the archive: take the marker off again.
+    bytes.truncate(bytes.len() - END_OF_ARCHIVE.len());
+    Ok(bytes)
+}
+
 /// Appends directory `path` (mode 0755).
 pub fn append_dir<W: Write>(b: &mut tar::Builder<W>, path: &str) -> io::Result<()> {
     let mut h = header(tar::EntryType::Directory, 0o755, 0);
@@ -63,6 +94,26 @@ pub fn append_file<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_layer_written_in_pieces_is_the_layer_the_builder_writes() {
+        let data = vec![7u8; 1000];
+        let mut b = tar::Builder::new(Vec::new());
+        append_dir(&mut b, "d").unwrap();
+        append_file(&mut b, "d/f", 0o444, 1000, &data[..]).unwrap();
+        append_file(&mut b, "d/g", 0o444, 2, &b"hi"[..]).unwrap();
+        let whole = b.into_inner().unwrap();
+
+        let mut pieces = entries(|b| append_dir(b, "d")).unwrap();
+        pieces.extend_from_slice(&file_header("d/f", 0o444, 1000).unwrap());
+        pieces.extend_from_slice(&data);
+        pieces.resize(pieces.len() + padding(1000), 0);
+        let mut tail = tar::Builder::new(Vec::new());
+        append_file(&mut tail, "d/g", 0o444, 2, &b"hi"[..]).unwrap();
+        pieces.extend_from_slice(&tail.into_inner().unwrap());
+        assert_eq!(pieces, whole);
+        assert_eq!(whole[whole.len() - END_OF_ARCHIVE.len()..], END_OF_ARCHIVE);
+    }
 
     #[test]
     fn entries_are_deterministic_and_root_owned() {

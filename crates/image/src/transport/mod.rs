@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::io::Read;
+use std::path::Path;
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 
@@ -66,6 +67,15 @@ pub trait ImageDest {
     /// (from the config), for transports that store layers uncompressed.
     fn put_layer(&mut self, desc: &Descriptor, diff_id: &Digest, data: &mut dyn Read)
         -> Result<()>;
+    /// Stores a layer blob the caller wrote to the file at `path` and hashed
+    /// itself (`desc` has that digest and size). The file may be moved into
+    /// the destination instead of copied: the caller must not use it after.
+    /// By default it is streamed through [`ImageDest::put_layer`].
+    fn put_layer_file(&mut self, desc: &Descriptor, diff_id: &Digest, path: &Path) -> Result<()> {
+        let mut file = std::fs::File::open(path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        self.put_layer(desc, diff_id, &mut file)
+    }
     /// Stores the manifest and publishes the image under the reference.
     fn put_manifest(&mut self, manifest: &RawManifest) -> Result<()>;
 }

@@ -250,6 +250,27 @@ impl ImageDest for OciLayoutDest {
         self.put_blob(desc, data)
     }
 
+    /// Moves the file into the blob store when it is on the same file
+    /// system (its size checked against `desc`), and copies it otherwise.
+    fn put_layer_file(&mut self, desc: &Descriptor, diff_id: &Digest, path: &Path) -> Result<()> {
+        let digest = Digest::try_from(desc.digest())?;
+        let size = fs::metadata(path)
+            .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
+            .len();
+        if size != desc.size() {
+            return Err(Error::BlobMismatch {
+                blob: digest,
+                reason: format!("it is {size} bytes, its descriptor says {}", desc.size()),
+            });
+        }
+        if fs::rename(path, blob_path(&self.dir, &digest)).is_ok() {
+            return Ok(());
+        }
+        let mut file =
+            File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        self.put_layer(desc, diff_id, &mut file)
+    }
+
     fn put_manifest(&mut self, manifest: &RawManifest) -> Result<()> {
         let desc = DescriptorBuilder::default()
             .media_type(MediaType::from(manifest.media_type.as_str()))
