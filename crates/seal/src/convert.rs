@@ -7,8 +7,13 @@
 //!
 //! 1. `/cocoon/launcher` (gzip);
 //! 2. `/cocoon/manifest.json` (the workload manifest, canonical JSON),
-//!    `/cocoon/seal.json` (the owner-signed seal descriptor) and
-//!    `/cocoon/sealed.blob` (uncompressed tar: the blob is compressed inside).
+//!    `/cocoon/sealed.blob` and `/cocoon/seal.json` (the owner-signed seal
+//!    descriptor), uncompressed: the blob is compressed inside.
+//!
+//! Work overlaps: file contents are compressed while the layers are still
+//! being decompressed and parsed ([`ChunkStore`]), the launcher layer is
+//! built on its own thread, and the blob is encrypted in parallel straight
+//! into the layer file, which is then moved into the destination.
 //!
 //! The source reference and digest are recorded as a manifest annotation
 //! (provenance), outside the workload digest. Output is deterministic: the
@@ -16,21 +21,24 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use cocoon_image::flatten::flatten;
-use cocoon_image::store::{CasDir, PackStore};
-use cocoon_image::transport::{resolve, RawManifest};
+use cocoon_image::store::CasDir;
+use cocoon_image::transport::{resolve, RawManifest, ResolvedImage};
 use cocoon_image::{layer, media};
 use cocoon_image::{Digest, EntryKind, ImageDest, ImageSource, Platform};
 use serde_json::json;
+use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 use crate::keys::ImageKey;
 use crate::manifest::{WorkloadManifest, WorkloadOptions};
+use crate::pack::ChunkStore;
 use crate::reader::SealedBlob;
 use crate::signing::{BlobRef, OwnerKey, OwnerPublicKey, SealDescriptor, SignedSeal};
-use crate::writer::{seal_tree, SealSummary};
+use crate::writer::{SealPlan, SealSummary};
 
 /// Path of the launcher inside a sealed image.
 pub const LAUNCHER_PATH: &str = "/cocoon/launcher";
@@ -96,92 +104,29 @@ pub fn convert(
     }
     let image = resolve(src, platform)?;
     let source_bytes: u64 = image.parsed.layers().iter().map(|l| l.size()).sum();
-    (req.progress)("flatten", 0, source_bytes);
-    let mut store =
-        PackStore::new(req.scratch).map_err(|e| Error::io("creating scratch store", e))?;
-    let tree = flatten(src, &image, &mut store)?;
-    (req.progress)("flatten", source_bytes, source_bytes);
-    let manifest = WorkloadManifest::new(&image, &tree, &req.options)?;
-    let manifest_json = manifest.canonical_json()?;
-    let workload_digest = Digest::of(&manifest_json);
-
-    let blob_path = req.scratch.join("sealed.blob");
-    let mut blob = create(&blob_path)?;
-    (req.progress)("seal", 0, manifest.tree.bytes);
-    let seal = seal_tree(&tree, &store, &manifest, req.key, &mut blob)?;
-    (req.progress)("seal", manifest.tree.bytes, manifest.tree.bytes);
-    drop(blob);
-    drop(store);
-
-    let descriptor = SealDescriptor::new(
-        workload_digest,
-        BlobRef {
-            size: seal.size,
-            header: seal.header_digest,
-        },
-        &req.signer.public(),
-    )?;
-    let signer = descriptor.signer;
-    let signed = req.signer.sign(descriptor)?;
-
-    // Layer 1: the launcher, gzip.
-    let mut launcher_tar = tar::Builder::new(
-        flate2::GzBuilder::new().write(Vec::new(), flate2::Compression::default()),
-    );
-    append_dir(&mut launcher_tar, "cocoon")?;
-    append_file(
-        &mut launcher_tar,
-        "cocoon/launcher",
-        0o755,
-        req.launcher.len() as u64,
-        req.launcher,
-    )?;
-    let gz = launcher_tar
-        .into_inner()
-        .map_err(|e| Error::io("building the launcher layer", e))?;
-    let launcher_layer = gz
-        .finish()
-        .map_err(|e| Error::io("building the launcher layer", e))?;
-    // The diff_id: digest of the uncompressed tar.
-    let mut raw = Vec::new();
-    flate2::read::GzDecoder::new(&launcher_layer[..])
-        .read_to_end(&mut raw)
-        .map_err(|e| Error::io("checking the launcher layer", e))?;
-    let launcher_tar_bytes_digest = Digest::of(&raw);
-
-    // Layer 2: manifest, signed descriptor, blob; uncompressed.
-    let seal_layer_path = req.scratch.join("seal-layer.tar");
-    {
-        let mut seal_tar = tar::Builder::new(io::BufWriter::new(create(&seal_layer_path)?));
-        append_dir(&mut seal_tar, "cocoon")?;
-        append_file(
-            &mut seal_tar,
-            "cocoon/manifest.json",
-            0o444,
-            manifest_json.len() as u64,
-            &manifest_json[..],
-        )?;
-        let seal_json = signed.to_json()?;
-        append_file(
-            &mut seal_tar,
-            "cocoon/seal.json",
-            0o444,
-            seal_json.len() as u64,
-            &seal_json[..],
-        )?;
-        let blob = File::open(&blob_path).map_err(|e| Error::io("reopening the sealed blob", e))?;
-        append_file(&mut seal_tar, "cocoon/sealed.blob", 0o444, seal.size, blob)?;
-        let w = seal_tar
-            .into_inner()
-            .map_err(|e| Error::io("building the seal layer", e))?;
-        w.into_inner()
-            .map_err(|e| Error::io("building the seal layer", e.into_error()))?
-            .sync_all()
-            .map_err(|e| Error::io("building the seal layer", e))?;
-    }
-    fs::remove_file(&blob_path).map_err(|e| Error::io("removing the scratch blob", e))?;
-    let (seal_layer_digest, seal_layer_size) = hash_file(&seal_layer_path)?;
-
+    // Layer 1 needs only the launcher: build it while the image is sealed.
+    let (sealed, (launcher_layer, launcher_tar_bytes_digest)) =
+        std::thread::scope(|scope| -> Result<_> {
+            let launcher = scope.spawn(|| launcher_layer(req.launcher));
+            let sealed = seal_layer(src, &image, req, source_bytes);
+            let launcher = launcher.join().map_err(|_| {
+                Error::io(
+                    "building the launcher layer",
+                    io::Error::other("the thread panicked"),
+                )
+            });
+            Ok((sealed?, launcher??))
+        })?;
+    let SealLayer {
+        manifest,
+        seal,
+        signed,
+        path: seal_layer_path,
+        digest: seal_layer_digest,
+        size: seal_layer_size,
+    } = sealed;
+    let workload_digest = signed.descriptor.workload;
+    let signer = signed.descriptor.signer;
     let ports: serde_json::Map<String, serde_json::Value> = manifest
         .shield
         .iter()
@@ -228,12 +173,9 @@ pub fn convert(
         &launcher_tar_bytes_digest,
         &mut &launcher_layer[..],
     )?;
-    let mut seal_layer =
-        File::open(&seal_layer_path).map_err(|e| Error::io("reopening the seal layer", e))?;
-    dst.put_layer(&seal_desc, &seal_layer_digest, &mut seal_layer)?;
+    dst.put_layer_file(&seal_desc, &seal_layer_digest, &seal_layer_path)?;
     dst.put_manifest(&raw)?;
     (req.progress)("write", seal_layer_size, seal_layer_size);
-    fs::remove_file(&seal_layer_path).map_err(|e| Error::io("removing the scratch layer", e))?;
 
     Ok(Converted {
         manifest,
@@ -244,6 +186,131 @@ pub fn convert(
         seal,
         source_bytes,
         sealed_bytes: launcher_layer.len() as u64 + seal_layer_size,
+    })
+}
+
+/// Layer 1: `/cocoon/launcher` (gzip) and the digest of its tar (the diff_id).
+fn launcher_layer(launcher: &[u8]) -> Result<(Vec<u8>, Digest)> {
+    let io = |e| Error::io("building the launcher layer", e);
+    let gz = flate2::GzBuilder::new().write(Vec::new(), flate2::Compression::fast());
+    let mut tar = tar::Builder::new(HashingWriter {
+        inner: gz,
+        hasher: Sha256::new(),
+    });
+    append_dir(&mut tar, "cocoon")?;
+    append_file(
+        &mut tar,
+        "cocoon/launcher",
+        0o755,
+        launcher.len() as u64,
+        launcher,
+    )?;
+    let HashingWriter { inner, hasher } = tar.into_inner().map_err(io)?;
+    Ok((
+        inner.finish().map_err(io)?,
+        Digest(hasher.finalize().into()),
+    ))
+}
+
+/// Passes writes through, hashing them.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The sealed layer, written to a scratch file.
+struct SealLayer {
+    manifest: WorkloadManifest,
+    seal: SealSummary,
+    signed: SignedSeal,
+    path: PathBuf,
+    digest: Digest,
+    size: u64,
+}
+
+/// Flattens the image (compressing contents as they come), seals it and
+/// writes layer 2 (uncompressed tar: the blob is compressed inside) to a
+/// scratch file: `/cocoon/manifest.json`, `/cocoon/sealed.blob` written in
+/// place, then `/cocoon/seal.json`, which signs the blob's header and so
+/// comes last.
+fn seal_layer(
+    src: &mut dyn ImageSource,
+    image: &ResolvedImage,
+    req: &ConvertRequest<'_>,
+    source_bytes: u64,
+) -> Result<SealLayer> {
+    (req.progress)("flatten", 0, source_bytes);
+    let mut store = ChunkStore::new(req.scratch, req.options.chunk_size)?;
+    let tree = flatten(src, image, &mut store)?;
+    let chunks = store.finish()?;
+    (req.progress)("flatten", source_bytes, source_bytes);
+    let manifest = WorkloadManifest::new(image, &tree, &req.options)?;
+    let manifest_json = manifest.canonical_json()?;
+    let workload_digest = Digest::of(&manifest_json);
+    let plan = SealPlan::new(&tree, &chunks, &manifest, req.key)?;
+
+    let path = req.scratch.join("seal-layer.tar");
+    let layer = create(&path)?;
+    let io = |e| Error::io("writing the seal layer", e);
+    let head = layer::entries(|b| {
+        layer::append_dir(b, "cocoon")?;
+        let len = manifest_json.len() as u64;
+        layer::append_file(b, "cocoon/manifest.json", 0o444, len, &manifest_json[..])
+    })
+    .map_err(io)?;
+    let blob_header = layer::file_header("cocoon/sealed.blob", 0o444, plan.size()).map_err(io)?;
+    layer.write_all_at(&head, 0).map_err(io)?;
+    let blob_at = (head.len() + blob_header.len()) as u64;
+    layer
+        .write_all_at(&blob_header, head.len() as u64)
+        .map_err(io)?;
+    (req.progress)("seal", 0, manifest.tree.bytes);
+    let seal = plan.write(&layer, blob_at)?;
+    (req.progress)("seal", manifest.tree.bytes, manifest.tree.bytes);
+    drop(chunks);
+
+    let descriptor = SealDescriptor::new(
+        workload_digest,
+        BlobRef {
+            size: seal.size,
+            header: seal.header_digest,
+        },
+        &req.signer.public(),
+    )?;
+    let signed = req.signer.sign(descriptor)?;
+    let seal_json = signed.to_json()?;
+    let mut tail = vec![0u8; layer::padding(seal.size)];
+    let mut b = tar::Builder::new(&mut tail);
+    append_file(
+        &mut b,
+        "cocoon/seal.json",
+        0o444,
+        seal_json.len() as u64,
+        &seal_json[..],
+    )?;
+    b.into_inner().map_err(io)?;
+    layer.write_all_at(&tail, blob_at + seal.size).map_err(io)?;
+    drop(layer);
+    let (digest, size) = hash_file(&path)?;
+    Ok(SealLayer {
+        manifest,
+        seal,
+        signed,
+        path,
+        digest,
+        size,
     })
 }
 

@@ -11,6 +11,7 @@ pub mod index;
 pub mod keys;
 pub mod manifest;
 pub mod measure;
+pub mod pack;
 pub mod reader;
 pub mod signing;
 pub mod writer;

@@ -255,15 +255,7 @@ impl WorkloadManifest {
         secrets.sort();
         let mut shield = opts.shield.clone();
         shield.sort();
-        if opts.chunk_size < 4096
-            || !opts.chunk_size.is_power_of_two()
-            || opts.chunk_size > 16 << 20
-        {
-            return Err(Error::Invalid(format!(
-                "chunk size {} must be a power of two from 4096 to 16777216",
-                opts.chunk_size
-            )));
-        }
+        check_chunk_size(opts.chunk_size)?;
         Ok(WorkloadManifest {
             schema: SCHEMA.to_string(),
             platform: PlatformSpec {
@@ -326,6 +318,17 @@ pub struct TreeRecord {
     /// For the second and later paths of a hardlinked file: the first path.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub link: Option<String>,
+}
+
+/// Refuses a chunk size the format does not allow: a power of two from 4 KiB
+/// to 16 MiB.
+pub fn check_chunk_size(size: u32) -> Result<(), Error> {
+    if size < 4096 || !size.is_power_of_two() || size > 16 << 20 {
+        return Err(Error::Invalid(format!(
+            "chunk size {size} must be a power of two from 4096 to 16777216"
+        )));
+    }
+    Ok(())
 }
 
 /// The records of every path of `tree`, in byte order of the paths.

@@ -1,29 +1,29 @@
-//! Writing a sealed blob from a flattened tree.
+//! Writing a sealed blob from a flattened tree whose contents a
+//! [`ChunkStore`](crate::pack::ChunkStore) has already cut and compressed.
+//!
+//! [`SealPlan::new`] numbers the chunks in tree order and works out every
+//! offset and the blob's size before anything is encrypted, so the blob can
+//! be written in place inside a larger file (the sealed image's layer);
+//! [`SealPlan::write`] encrypts and writes the chunks in parallel, then the
+//! table, the index and the header.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 
-use cocoon_image::store::ContentSource;
 use cocoon_image::{Digest, EntryKind, Tree};
 use rayon::prelude::*;
 
 use crate::aead::AeadKey;
 use crate::error::{Error, Result};
 use crate::format::{
-    ChunkRecord, Header, CHUNK_AAD, FLAG_ENCRYPTED, FLAG_ZSTD, HEADER_LEN, INDEX_AAD,
+    ChunkRecord, Header, CHUNK_AAD, FLAG_ENCRYPTED, FLAG_ZSTD, HEADER_LEN, INDEX_AAD, NONCE_LEN,
+    TABLE_RECORD_LEN, TAG_LEN,
 };
 use crate::index::{DataRef, Index, IndexEntry};
 use crate::keys::{DerivedKeys, ImageKey};
 use crate::manifest::{summarize_records, tree_records, WorkloadManifest};
-
-/// zstd level for chunks: fast, and within a few percent of gzip -6 sizes.
-const ZSTD_LEVEL: i32 = 3;
-/// Chunks shorter than this are stored as they are: compressing them saves
-/// next to nothing.
-const MIN_COMPRESS: usize = 256;
-/// Chunks processed in parallel per batch.
-const BATCH: usize = 64;
+use crate::pack::{Chunks, Piece, ZSTD_LEVEL};
 
 /// What was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,201 +40,217 @@ pub struct SealSummary {
     pub plain_bytes: u64,
 }
 
-/// Seals `tree` (contents in `store`) into `out`, which must be empty and
-/// writable: chunks content by `manifest.seal.chunk_size`, compresses each
-/// chunk where that saves space, encrypts the content of encrypted paths and
-/// the index under keys derived from `key` and the tree digest.
-/// Deterministic: the same inputs give the same bytes.
-pub fn seal_tree(
-    tree: &Tree,
-    store: &dyn ContentSource,
-    manifest: &WorkloadManifest,
-    key: &ImageKey,
-    out: &mut File,
-) -> Result<SealSummary> {
-    let records = tree_records(tree);
-    let summary = summarize_records(&records)?;
-    if summary != manifest.tree {
-        return Err(Error::Tampered(
-            "the tree to seal is not the tree the manifest describes".into(),
-        ));
-    }
-    let keys = key.derive(&manifest.tree.digest);
-    // A content shared by several paths is stored once, encrypted if any of
-    // its paths is.
-    let mut encrypt_content: HashMap<Digest, bool> = HashMap::new();
-    for r in &records {
-        if let EntryKind::File { digest, .. } = &r.kind {
-            *encrypt_content.entry(*digest).or_default() |= manifest.is_encrypted(&r.path);
-        }
-    }
-    let mut writer = ChunkWriter {
-        out: BufWriter::with_capacity(
-            1 << 20,
-            out.try_clone()
-                .map_err(|e| Error::io("cloning output", e))?,
-        ),
-        keys: &keys,
-        chunk_size: manifest.seal.chunk_size as usize,
-        table: Vec::new(),
-        offset: HEADER_LEN as u64,
-        encrypted_chunks: 0,
-        plain_bytes: 0,
-    };
-    writer
-        .out
-        .write_all(&[0u8; HEADER_LEN])
-        .map_err(|e| Error::io("writing sealed blob", e))?;
-    let mut stored: HashMap<Digest, DataRef> = HashMap::new();
-    let mut entries = Vec::with_capacity(records.len());
-    for record in records {
-        let data = match (&record.kind, &record.link) {
-            (EntryKind::File { digest, size, .. }, None) => Some(match stored.get(digest) {
-                Some(d) => *d,
-                None => {
-                    let mut src = store
-                        .open_content(digest)
-                        .map_err(|e| Error::io(format!("reading content of {}", record.path), e))?;
-                    let d = writer.write_content(
-                        &mut src,
-                        *size,
-                        encrypt_content[digest],
-                        &record.path,
-                    )?;
-                    stored.insert(*digest, d);
-                    d
-                }
-            }),
-            _ => None,
-        };
-        entries.push(IndexEntry { record, data });
-    }
-    writer.finish(manifest, entries)
-}
-
-struct ChunkWriter<'a> {
-    out: BufWriter<File>,
-    keys: &'a DerivedKeys,
-    chunk_size: usize,
-    table: Vec<ChunkRecord>,
+/// One chunk of the blob: which piece, whether it is encrypted, where it goes.
+struct Planned {
+    piece: Piece,
+    encrypt: bool,
+    /// Offset in the blob.
     offset: u64,
-    encrypted_chunks: u64,
-    plain_bytes: u64,
 }
 
-impl ChunkWriter<'_> {
-    /// Chunks, compresses and encrypts one file's content.
-    fn write_content(
-        &mut self,
-        src: &mut dyn Read,
-        size: u64,
-        encrypt: bool,
-        path: &str,
-    ) -> Result<DataRef> {
-        let first = self.table.len() as u64;
-        let mut left = size;
-        while left > 0 {
-            let mut batch = Vec::with_capacity(BATCH);
-            while left > 0 && batch.len() < BATCH {
-                let n = left.min(self.chunk_size as u64) as usize;
-                let mut buf = vec![0u8; n];
-                src.read_exact(&mut buf)
-                    .map_err(|e| Error::io(format!("reading content of {path}"), e))?;
-                left -= n as u64;
-                batch.push(buf);
-            }
-            let base = self.table.len() as u64;
-            let keys = self.keys;
-            let sealed: Vec<(Vec<u8>, u8, u32)> = batch
-                .into_par_iter()
-                .enumerate()
-                .map(|(i, plain)| seal_chunk(keys, base + i as u64, plain, encrypt))
-                .collect::<Result<_>>()?;
-            for (bytes, flags, plain_len) in sealed {
-                self.out
-                    .write_all(&bytes)
-                    .map_err(|e| Error::io("writing sealed blob", e))?;
-                self.table.push(ChunkRecord {
-                    offset: self.offset,
-                    stored_len: bytes.len() as u32,
-                    plain_len,
-                    flags,
-                    digest: Digest::of(&bytes),
-                });
-                self.offset += bytes.len() as u64;
-                self.plain_bytes += u64::from(plain_len);
-                self.encrypted_chunks += u64::from(flags & FLAG_ENCRYPTED != 0);
-            }
-        }
-        Ok(DataRef {
-            first,
-            count: self.table.len() as u64 - first,
-        })
+impl Planned {
+    fn flags(&self) -> u8 {
+        (if self.encrypt { FLAG_ENCRYPTED } else { 0 })
+            | (if self.piece.zstd { FLAG_ZSTD } else { 0 })
     }
+}
 
-    /// Writes the table, the index and the header.
-    fn finish(
-        mut self,
+/// A sealed blob laid out but not yet written: chunk numbers, offsets and
+/// size are fixed, nothing is encrypted yet.
+pub struct SealPlan<'a> {
+    chunks: &'a Chunks,
+    keys: DerivedKeys,
+    chunk_size: u32,
+    tree_digest: Digest,
+    planned: Vec<Planned>,
+    /// The zstd-compressed JSON index, to be encrypted.
+    index: Vec<u8>,
+    table_offset: u64,
+}
+
+impl<'a> SealPlan<'a> {
+    /// Lays out the blob of `tree`, whose contents are in `chunks`: each
+    /// distinct content once, in tree order; a content is encrypted when any
+    /// path holding it is under an encrypted path of `manifest`. Refuses a
+    /// tree or chunk size other than the manifest's.
+    pub fn new(
+        tree: &Tree,
+        chunks: &'a Chunks,
         manifest: &WorkloadManifest,
-        entries: Vec<IndexEntry>,
-    ) -> Result<SealSummary> {
-        let io = |e| Error::io("writing sealed blob", e);
-        let mut table = Vec::with_capacity(self.table.len() * crate::format::TABLE_RECORD_LEN);
-        for r in &self.table {
-            r.encode_into(&mut table);
+        key: &ImageKey,
+    ) -> Result<Self> {
+        let records = tree_records(tree);
+        let summary = summarize_records(&records)?;
+        if summary != manifest.tree || chunks.chunk_size != manifest.seal.chunk_size {
+            return Err(Error::Tampered(
+                "the tree to seal is not the tree the manifest describes".into(),
+            ));
         }
-        let table_digest = Digest::of(&table);
-        let table_offset = self.offset;
-        self.out.write_all(&table).map_err(io)?;
+        // A content shared by several paths is stored once, encrypted if any
+        // of its paths is.
+        let mut encrypt_content: HashMap<Digest, bool> = HashMap::new();
+        for r in &records {
+            if let EntryKind::File { digest, .. } = &r.kind {
+                *encrypt_content.entry(*digest).or_default() |= manifest.is_encrypted(&r.path);
+            }
+        }
+        let mut planned: Vec<Planned> = Vec::new();
+        let mut offset = HEADER_LEN as u64;
+        let mut stored: HashMap<Digest, DataRef> = HashMap::new();
+        let mut entries = Vec::with_capacity(records.len());
+        for record in records {
+            let data = match (&record.kind, &record.link) {
+                (EntryKind::File { digest, .. }, None) => Some(match stored.get(digest) {
+                    Some(d) => *d,
+                    None => {
+                        let content = chunks.contents.get(digest).ok_or_else(|| {
+                            Error::Format(format!(
+                                "no content for {} in the chunk store",
+                                record.path
+                            ))
+                        })?;
+                        let encrypt = encrypt_content[digest];
+                        let first = planned.len() as u64;
+                        for &piece in chunks.pieces(*content) {
+                            let p = Planned {
+                                piece,
+                                encrypt,
+                                offset,
+                            };
+                            offset += stored_len(&p);
+                            planned.push(p);
+                        }
+                        let d = DataRef {
+                            first,
+                            count: content.count as u64,
+                        };
+                        stored.insert(*digest, d);
+                        d
+                    }
+                }),
+                _ => None,
+            };
+            entries.push(IndexEntry { record, data });
+        }
         let index = Index {
             tree_digest: manifest.tree.digest,
             entries,
         };
         let json = serde_json::to_vec(&index).map_err(crate::manifest::Error::from)?;
-        let plain = zstd::bulk::compress(&json, ZSTD_LEVEL)
+        let index = zstd::bulk::compress(&json, ZSTD_LEVEL)
             .map_err(|e| Error::io("compressing the index", e))?;
-        let stored_index = encrypt(
-            &self.keys.index,
-            self.keys.nonce(INDEX_AAD, 0, &plain),
-            &plain,
+        Ok(SealPlan {
+            chunks,
+            keys: key.derive(&manifest.tree.digest),
+            chunk_size: manifest.seal.chunk_size,
+            tree_digest: manifest.tree.digest,
+            planned,
+            index,
+            table_offset: offset,
+        })
+    }
+
+    fn table_len(&self) -> u64 {
+        (self.planned.len() * TABLE_RECORD_LEN) as u64
+    }
+
+    fn index_len(&self) -> u64 {
+        (NONCE_LEN + self.index.len() + TAG_LEN) as u64
+    }
+
+    /// The size the blob will have.
+    pub fn size(&self) -> u64 {
+        self.table_offset + self.table_len() + self.index_len()
+    }
+
+    /// Writes the blob into `out` from offset `at` (the bytes from `at` to
+    /// `at + size()` are overwritten): encrypts the chunks of encrypted
+    /// contents in parallel, then writes the table, the index and the
+    /// header. Deterministic: the same inputs give the same bytes.
+    pub fn write(&self, out: &File, at: u64) -> Result<SealSummary> {
+        let io = |e| Error::io("writing sealed blob", e);
+        let chunk_key = AeadKey::new(&self.keys.chunk)?;
+        let table: Vec<ChunkRecord> = self
+            .planned
+            .par_iter()
+            .enumerate()
+            .with_min_len(8)
+            .map(|(number, p)| {
+                let body = self
+                    .chunks
+                    .read(&p.piece)
+                    .map_err(|e| Error::io("reading the chunk scratch file", e))?;
+                let flags = p.flags();
+                let bytes = if p.encrypt {
+                    let number = number as u64;
+                    chunk_key.seal(
+                        self.keys.nonce(CHUNK_AAD, number, &body),
+                        &body,
+                        &chunk_aad(number, flags, p.piece.plain_len),
+                    )?
+                } else {
+                    body
+                };
+                out.write_all_at(&bytes, at + p.offset).map_err(io)?;
+                Ok(ChunkRecord {
+                    offset: p.offset,
+                    stored_len: bytes.len() as u32,
+                    plain_len: p.piece.plain_len,
+                    flags,
+                    digest: Digest::of(&bytes),
+                })
+            })
+            .collect::<Result<_>>()?;
+        let mut encoded_table = Vec::with_capacity(self.table_len() as usize);
+        for r in &table {
+            r.encode_into(&mut encoded_table);
+        }
+        let table_digest = Digest::of(&encoded_table);
+        out.write_all_at(&encoded_table, at + self.table_offset)
+            .map_err(io)?;
+        let stored_index = AeadKey::new(&self.keys.index)?.seal(
+            self.keys.nonce(INDEX_AAD, 0, &self.index),
+            &self.index,
             &[INDEX_AAD, &table_digest.0].concat(),
         )?;
-        let index_offset = table_offset + table.len() as u64;
-        self.out.write_all(&stored_index).map_err(io)?;
+        let index_offset = self.table_offset + self.table_len();
+        out.write_all_at(&stored_index, at + index_offset)
+            .map_err(io)?;
         let header = Header {
-            chunk_size: manifest.seal.chunk_size,
-            chunk_count: self.table.len() as u64,
-            table_offset,
-            table_len: table.len() as u64,
+            chunk_size: self.chunk_size,
+            chunk_count: table.len() as u64,
+            table_offset: self.table_offset,
+            table_len: self.table_len(),
             table_digest,
             index_offset,
             index_len: stored_index.len() as u64,
             index_digest: Digest::of(&stored_index),
-            tree_digest: manifest.tree.digest,
+            tree_digest: self.tree_digest,
         };
         let encoded = header.encode();
-        let mut file = self.out.into_inner().map_err(|e| io(e.into_error()))?;
-        file.seek(SeekFrom::Start(0)).map_err(io)?;
-        file.write_all(&encoded).map_err(io)?;
-        file.sync_all().map_err(io)?;
+        out.write_all_at(&encoded, at).map_err(io)?;
         Ok(SealSummary {
             header_digest: Digest::of(&encoded),
-            size: index_offset + stored_index.len() as u64,
+            size: self.size(),
             chunks: header.chunk_count,
-            encrypted_chunks: self.encrypted_chunks,
-            plain_bytes: self.plain_bytes,
+            encrypted_chunks: self.planned.iter().filter(|p| p.encrypt).count() as u64,
+            plain_bytes: self
+                .planned
+                .iter()
+                .map(|p| u64::from(p.piece.plain_len))
+                .sum(),
         })
     }
 }
 
-thread_local! {
-    static COMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
-        std::cell::RefCell::new(zstd::bulk::Compressor::new(ZSTD_LEVEL).ok());
-}
-
-/// AES-256-GCM: `nonce || ciphertext || tag`.
-fn encrypt(key: &[u8; 32], nonce: [u8; 12], plain: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-    AeadKey::new(key)?.seal(nonce, plain, aad)
+/// Bytes a planned chunk takes in the blob.
+fn stored_len(p: &Planned) -> u64 {
+    u64::from(p.piece.len)
+        + if p.encrypt {
+            (NONCE_LEN + TAG_LEN) as u64
+        } else {
+            0
+        }
 }
 
 /// The additional data that binds an encrypted chunk to its place.
@@ -246,39 +262,4 @@ pub(crate) fn chunk_aad(number: u64, flags: u8, plain_len: u32) -> Vec<u8> {
         &plain_len.to_le_bytes(),
     ]
     .concat()
-}
-
-/// Compresses (where it saves at least 1/16) and optionally encrypts one chunk.
-fn seal_chunk(
-    keys: &DerivedKeys,
-    number: u64,
-    plain: Vec<u8>,
-    encrypt_it: bool,
-) -> Result<(Vec<u8>, u8, u32)> {
-    let plain_len = plain.len() as u32;
-    let mut flags = 0;
-    let mut body = plain;
-    if body.len() >= MIN_COMPRESS {
-        // One compression context per thread: making one per chunk costs a
-        // multi-megabyte allocation each time.
-        let compressed = COMPRESSOR.with(|c| match &mut *c.borrow_mut() {
-            Some(c) => c.compress(&body).ok(),
-            None => None,
-        });
-        if let Some(compressed) = compressed.filter(|c| c.len() < body.len() - body.len() / 16) {
-            body = compressed;
-            flags |= FLAG_ZSTD;
-        }
-    }
-    if encrypt_it {
-        flags |= FLAG_ENCRYPTED;
-        let nonce = keys.nonce(CHUNK_AAD, number, &body);
-        body = encrypt(
-            &keys.chunk,
-            nonce,
-            &body,
-            &chunk_aad(number, flags, plain_len),
-        )?;
-    }
-    Ok((body, flags, plain_len))
 }

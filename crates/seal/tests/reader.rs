@@ -6,14 +6,15 @@
 use std::collections::BTreeMap;
 use std::fs;
 
-use cocoon_image::store::{CasDir, ContentStore};
+use cocoon_image::store::ContentStore;
 use cocoon_image::{Digest, Entry, EntryKind, Tree};
 use cocoon_seal::format::{ChunkRecord, Header, TABLE_RECORD_LEN};
 use cocoon_seal::manifest::{
     summarize, PlatformSpec, RuntimeConfig, SealParams, SCHEMA, SEAL_FORMAT,
 };
+use cocoon_seal::pack::ChunkStore;
 use cocoon_seal::reader::SealedBlob;
-use cocoon_seal::writer::seal_tree;
+use cocoon_seal::writer::SealPlan;
 use cocoon_seal::{Error, ImageKey, WorkloadManifest};
 
 struct Sealed {
@@ -24,7 +25,7 @@ struct Sealed {
     big: Vec<u8>,
 }
 
-fn file(store: &mut CasDir, data: &[u8], inode: u64) -> Entry {
+fn file(store: &mut ChunkStore, data: &[u8], inode: u64) -> Entry {
     let (digest, size) = store.put(&mut &data[..]).unwrap();
     Entry {
         kind: EntryKind::File {
@@ -44,7 +45,7 @@ fn file(store: &mut CasDir, data: &[u8], inode: u64) -> Entry {
 /// file, a hardlink and an empty file, sealed with 4 KiB chunks.
 fn sealed(encrypted: &[&str]) -> Sealed {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = CasDir::new(&dir.path().join("store")).unwrap();
+    let mut store = ChunkStore::new(dir.path(), 4096).unwrap();
     // Incompressible, so every full chunk stores the same number of bytes.
     let big: Vec<u8> = (0..1250u32)
         .flat_map(|i| Digest::of(&i.to_le_bytes()).0)
@@ -75,13 +76,11 @@ fn sealed(encrypted: &[&str]) -> Sealed {
         launcher: Digest([9; 32]),
     };
     let key = ImageKey::from_bytes(&[5u8; 32]).unwrap();
-    let mut out = fs::File::options()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(dir.path().join("blob"))
-        .unwrap();
-    let summary = seal_tree(&tree, &store, &manifest, &key, &mut out).unwrap();
+    let out = fs::File::create_new(dir.path().join("blob")).unwrap();
+    let chunks = store.finish().unwrap();
+    let plan = SealPlan::new(&tree, &chunks, &manifest, &key).unwrap();
+    let summary = plan.write(&out, 0).unwrap();
+    assert_eq!(out.metadata().unwrap().len(), plan.size());
     Sealed {
         dir,
         manifest,

@@ -1,0 +1,302 @@
+//! File contents cut into chunks and compressed while the image is being
+//! flattened, ready for the writer to encrypt.
+//!
+//! Compression needs neither the keys nor the chunk numbers (both depend on
+//! the finished tree), so it can start as soon as flattening meets a file:
+//! [`ChunkStore`] is the [`ContentStore`] flattening writes to. It hashes
+//! each content, cuts it into chunk-size pieces and hands them to worker
+//! threads, which compress them and append the result to one scratch file
+//! while decompression and tar parsing go on. The writer then only encrypts
+//! and places what [`Chunks`] holds, in tree order.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use cocoon_image::store::ContentStore;
+use cocoon_image::Digest;
+use sha2::{Digest as _, Sha256};
+
+use crate::manifest::check_chunk_size;
+
+/// zstd level for chunks and the index: level 1 compresses about 1.6x as
+/// fast as 3 for some 6% more bytes (Debian images).
+pub(crate) const ZSTD_LEVEL: i32 = 1;
+/// Chunks shorter than this are stored as they are: compressing them saves
+/// next to nothing.
+const MIN_COMPRESS: usize = 256;
+/// Chunks waiting for a worker, per worker: bounds the memory in flight.
+const QUEUE_PER_WORKER: usize = 16;
+
+/// One chunk as stored in the scratch file: its content, or a zstd frame of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Piece {
+    /// Where it is in the scratch file.
+    pub offset: u64,
+    /// Bytes in the scratch file.
+    pub len: u32,
+    /// Content bytes.
+    pub plain_len: u32,
+    /// Whether the bytes are a zstd frame.
+    pub zstd: bool,
+}
+
+/// Where one content's pieces are: `count` consecutive pieces from `first`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Content {
+    pub first: usize,
+    pub count: usize,
+}
+
+/// A piece of content for a worker.
+struct Job {
+    number: usize,
+    data: Vec<u8>,
+}
+
+/// What the workers share.
+struct Shared {
+    file: File,
+    end: AtomicU64,
+}
+
+/// Receives contents while an image is flattened: hashes each, cuts it into
+/// chunks and compresses them on worker threads into a scratch file. Equal
+/// contents are kept once. [`ChunkStore::finish`] waits for the workers.
+pub struct ChunkStore {
+    chunk_size: usize,
+    shared: Arc<Shared>,
+    jobs: SyncSender<Job>,
+    done: Receiver<io::Result<(usize, Piece)>>,
+    workers: Vec<JoinHandle<()>>,
+    pieces: usize,
+    contents: HashMap<Digest, Content>,
+}
+
+impl ChunkStore {
+    /// A store cutting contents into `chunk_size` chunks (a size the format
+    /// allows), with its scratch file in `dir`.
+    pub fn new(dir: &Path, chunk_size: u32) -> crate::Result<Self> {
+        check_chunk_size(chunk_size)?;
+        let file = tempfile::tempfile_in(dir)
+            .map_err(|e| crate::Error::io("creating the chunk scratch file", e))?;
+        let shared = Arc::new(Shared {
+            file,
+            end: AtomicU64::new(0),
+        });
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let (jobs, queue) = mpsc::sync_channel::<Job>(threads * QUEUE_PER_WORKER);
+        let queue = Arc::new(Mutex::new(queue));
+        let (done_tx, done) = mpsc::channel();
+        let workers = (0..threads)
+            .map(|_| {
+                let (shared, queue, done) = (shared.clone(), queue.clone(), done_tx.clone());
+                std::thread::spawn(move || compress_worker(&shared, &queue, &done))
+            })
+            .collect();
+        Ok(ChunkStore {
+            chunk_size: chunk_size as usize,
+            shared,
+            jobs,
+            done,
+            workers,
+            pieces: 0,
+            contents: HashMap::new(),
+        })
+    }
+
+    /// Waits for every chunk to be compressed and stored. (Dropping the
+    /// store instead lets the workers finish the queue and exit.)
+    pub fn finish(self) -> crate::Result<Chunks> {
+        let failed = |what: &str| crate::Error::io("compressing chunks", io::Error::other(what));
+        drop(self.jobs);
+        for w in self.workers {
+            w.join()
+                .map_err(|_| failed("a compression thread panicked"))?;
+        }
+        let mut pieces = vec![None; self.pieces];
+        for result in self.done.try_iter() {
+            let (number, piece) =
+                result.map_err(|e| crate::Error::io("writing the chunk scratch file", e))?;
+            pieces[number] = Some(piece);
+        }
+        let pieces = pieces
+            .into_iter()
+            .collect::<Option<Vec<Piece>>>()
+            .ok_or_else(|| failed("a chunk was never compressed"))?;
+        let shared = Arc::try_unwrap(self.shared)
+            .map_err(|_| failed("a compression thread is still running"))?;
+        Ok(Chunks {
+            chunk_size: self.chunk_size as u32,
+            file: shared.file,
+            pieces,
+            contents: self.contents,
+        })
+    }
+}
+
+impl ContentStore for ChunkStore {
+    fn put(&mut self, data: &mut dyn Read) -> io::Result<(Digest, u64)> {
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let first = self.pieces;
+        loop {
+            let mut chunk = Vec::with_capacity(self.chunk_size);
+            (&mut *data)
+                .take(self.chunk_size as u64)
+                .read_to_end(&mut chunk)?;
+            if chunk.is_empty() {
+                break;
+            }
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            let full = chunk.len() == self.chunk_size;
+            let job = Job {
+                number: self.pieces,
+                data: chunk,
+            };
+            self.pieces += 1;
+            self.jobs
+                .send(job)
+                .map_err(|_| io::Error::other("the compression threads stopped"))?;
+            if !full {
+                break;
+            }
+        }
+        let digest = Digest(hasher.finalize().into());
+        // A content met before keeps its first pieces; these go unused.
+        self.contents.entry(digest).or_insert(Content {
+            first,
+            count: self.pieces - first,
+        });
+        Ok((digest, size))
+    }
+}
+
+/// Takes chunks off the queue until it closes: compresses each where that
+/// saves at least 1/16, appends it to the scratch file and reports where.
+fn compress_worker(
+    shared: &Shared,
+    queue: &Mutex<Receiver<Job>>,
+    done: &mpsc::Sender<io::Result<(usize, Piece)>>,
+) {
+    let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+    loop {
+        let job = match queue.lock() {
+            Ok(queue) => queue.recv(),
+            Err(_) => return,
+        };
+        let Ok(Job { number, data }) = job else {
+            return;
+        };
+        let plain_len = data.len();
+        let compressed = match &mut compressor {
+            Some(c) if plain_len >= MIN_COMPRESS => c
+                .compress(&data)
+                .ok()
+                .filter(|c| c.len() < plain_len - plain_len / 16),
+            _ => None,
+        };
+        let zstd = compressed.is_some();
+        let body = compressed.unwrap_or(data);
+        let offset = shared.end.fetch_add(body.len() as u64, Ordering::Relaxed);
+        let result = shared.file.write_all_at(&body, offset).map(|()| {
+            let piece = Piece {
+                offset,
+                len: body.len() as u32,
+                plain_len: plain_len as u32,
+                zstd,
+            };
+            (number, piece)
+        });
+        if done.send(result).is_err() {
+            return;
+        }
+    }
+}
+
+/// Every content's chunks, compressed and stored; from [`ChunkStore::finish`].
+pub struct Chunks {
+    pub(crate) chunk_size: u32,
+    file: File,
+    pieces: Vec<Piece>,
+    pub(crate) contents: HashMap<Digest, Content>,
+}
+
+impl Chunks {
+    /// The pieces of a content.
+    pub(crate) fn pieces(&self, content: Content) -> &[Piece] {
+        &self.pieces[content.first..content.first + content.count]
+    }
+
+    /// The stored bytes of a piece.
+    pub(crate) fn read(&self, piece: &Piece) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; piece.len as usize];
+        self.file.read_exact_at(&mut buf, piece.offset)?;
+        Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cuts_compresses_and_keeps_equal_contents_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = ChunkStore::new(dir.path(), 4096).unwrap();
+        let text = b"all work and no play ".repeat(500); // 10500 bytes
+        let noise: Vec<u8> = (0..300u32)
+            .flat_map(|i| Digest::of(&i.to_le_bytes()).0)
+            .collect();
+        let (a, n) = store.put(&mut &text[..]).unwrap();
+        let (b, _) = store.put(&mut &noise[..]).unwrap();
+        let (a2, _) = store.put(&mut &text[..]).unwrap();
+        let (e, zero) = store.put(&mut &b""[..]).unwrap();
+        assert_eq!((a, n, a2, zero), (Digest::of(&text), 10500, a, 0));
+        let chunks = store.finish().unwrap();
+        let read_back = |d: &Digest| -> Vec<u8> {
+            let pieces = chunks.pieces(chunks.contents[d]);
+            pieces
+                .iter()
+                .flat_map(|p| {
+                    let stored = chunks.read(p).unwrap();
+                    assert_eq!(stored.len(), p.len as usize);
+                    if p.zstd {
+                        zstd::bulk::decompress(&stored, p.plain_len as usize).unwrap()
+                    } else {
+                        stored
+                    }
+                })
+                .collect()
+        };
+        let text_pieces = chunks.pieces(chunks.contents[&a]);
+        assert_eq!(
+            text_pieces
+                .iter()
+                .map(|p| (p.plain_len, p.zstd))
+                .collect::<Vec<_>>(),
+            [(4096, true), (4096, true), (2308, true)]
+        );
+        assert!(chunks.pieces(chunks.contents[&b]).iter().all(|p| !p.zstd));
+        assert_eq!(read_back(&a), text);
+        assert_eq!(read_back(&b), noise);
+        assert_eq!(chunks.contents[&e].count, 0);
+    }
+
+    #[test]
+    fn refuses_a_chunk_size_the_format_does_not_allow() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(ChunkStore::new(dir.path(), 1000)
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("power of two"));
+    }
+}
