@@ -90,7 +90,6 @@ impl ContentStore for CasDir {
 
 /// Contents appended to one anonymous scratch file (deleted when dropped),
 /// each distinct content once.
-#[derive(Debug)]
 pub struct PackStore {
     file: File,
     end: u64,
@@ -98,6 +97,15 @@ pub struct PackStore {
     /// Copy buffer, reused: zeroing a fresh one per file cost more than
     /// copying the (mostly small) files.
     buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for PackStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackStore")
+            .field("contents", &self.index.len())
+            .field("bytes", &self.end)
+            .finish_non_exhaustive()
+    }
 }
 
 impl PackStore {
