@@ -25,9 +25,24 @@ impl dcap_qvl::policy::Policy for ReportAll {
     }
 }
 
-/// Parses a quote with dcap-qvl's parser (no verification). Never panics.
+/// Parses a quote with dcap-qvl's parser (no verification) and checks that
+/// it is a quote of kind `tee` (SGX or TDX). Never panics.
 pub fn parse_quote(tee: Tee, quote: &[u8]) -> Result<dcap_qvl::quote::Quote> {
-    dcap_qvl::quote::Quote::parse(quote).map_err(|e| Error::malformed(tee, format!("{e:#}")))
+    let parsed = dcap_qvl::quote::Quote::parse(quote)
+        .map_err(|e| Error::malformed(tee, format!("{e:#}")))?;
+    let is_sgx = parsed.header.is_sgx();
+    if is_sgx != (tee == Tee::Sgx) {
+        return Err(Error::malformed(
+            tee,
+            format!(
+                "this is a{} quote (version {}, TEE type {:#x}), not {tee}",
+                if is_sgx { "n SGX" } else { " TDX" },
+                parsed.header.version,
+                parsed.header.tee_type
+            ),
+        ));
+    }
+    Ok(parsed)
 }
 
 fn classify(tee: Tee, e: impl std::fmt::Display) -> Error {
@@ -49,18 +64,6 @@ pub fn verify_quote(
     now: UnixTime,
 ) -> Result<Claims> {
     let parsed = parse_quote(tee, quote)?;
-    let is_sgx = parsed.header.is_sgx();
-    if is_sgx != (tee == Tee::Sgx) {
-        return Err(Error::malformed(
-            tee,
-            format!(
-                "this is a{} quote (version {}, TEE type {:#x}), not {tee}",
-                if is_sgx { "n SGX" } else { " TDX" },
-                parsed.header.version,
-                parsed.header.tee_type
-            ),
-        ));
-    }
     let qc = dcap_qvl::verify::QuoteVerifier::new(root_der.to_vec())
         .with_config::<dcap_qvl::configs::RustCryptoConfig>()
         .verify_with_policy(quote, collateral.clone(), now.0, &ReportAll)

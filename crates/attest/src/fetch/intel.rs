@@ -138,18 +138,6 @@ impl PckInfo {
             });
         }
         let q = dcap::parse_quote(tee, quote)?;
-        let is_sgx = q.header.is_sgx();
-        if is_sgx != (tee == Tee::Sgx) {
-            return Err(Error::malformed(
-                tee,
-                format!(
-                    "this is a{} quote (version {}, TEE type {:#x}), not {tee}",
-                    if is_sgx { "n SGX" } else { " TDX" },
-                    q.header.version,
-                    q.header.tee_type
-                ),
-            ));
-        }
         if q.raw_cert_chain().is_err() {
             return Err(Error::MissingCollateral {
                 tee,
