@@ -50,6 +50,7 @@
 #   (DIR/KIND-WORKLOAD-ROUND.data; profiling slows both sides alike).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/sim-kbs.sh
 cocoon=$(realpath "${1:-target/release/cocoon}")
 fixtures=$(realpath "${COCOON_FIXTURES:-target/fixtures}")
 rounds=${BENCH_ROUNDS:-3}
@@ -85,7 +86,6 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.6g\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 # --- images -------------------------------------------------------------------
@@ -143,31 +143,9 @@ base_bundle web web "$(image_argv web)"
 base_bundle redis redis-bench "$(image_argv redis-bench)"
 
 # --- KBS (sim allowed), JSON request log with per-request times -----------------
-"$cocoon" sim init "$work/sim" >/dev/null
-"$cocoon" kbs keygen-admin --out "$work/admin.pem" >/dev/null
-"$cocoon" kbs keygen-kek >"$work/kek.hex"
-kbs_port=$(free_port)
-cat >"$work/kbs.toml" <<TOML
-[server]
-listen = "127.0.0.1:$kbs_port"
-rate_limit_per_sec = 0
-[attestation]
-allow_sim = true
-collateral = ["sim/root.pem"]
-[store]
-path = "kbs.redb"
-kek_file = "kek.hex"
-[admin]
-public_keys = ["admin.pem.pub"]
-[log]
+start_sim_kbs "$cocoon" "$work" 'rate_limit_per_sec = 0' '[log]
 level = "debug"
-format = "json"
-TOML
-(cd "$work" && exec "$cocoon" kbs serve --config "$work/kbs.toml" >"$work/kbs.log" 2>&1) &
-kbs_pid=$!
-kbs="http://127.0.0.1:$kbs_port"
-for _ in $(seq 100); do curl -fs "$kbs/health" >/dev/null && break; sleep 0.1; done
-export COCOON_KBS_URL=$kbs COCOON_KBS_ADMIN_KEY=$work/admin.pem
+format = "json"'
 for app in web redis; do
   "$cocoon" kbs reference-values add "$work/$app-rv.json" >/dev/null
   "$cocoon" kbs resource put "$(jq -r '.resources[0]' "$work/$app-rv.json")" "$work/$app.key" >/dev/null

@@ -25,6 +25,7 @@ COCOON=${2:-}
 CHUNKS=${BENCH_CHUNKS:-16 32 64 128}
 ROUNDS=${BENCH_ROUNDS:-3}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/bench/lib.sh"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/work/target-fs}
 command -v fio >/dev/null && command -v gocryptfs >/dev/null && command -v fusermount >/dev/null || {
   echo "needs fio, gocryptfs and fusermount: apt-get install -y fio gocryptfs fuse3" >&2; exit 1; }
@@ -152,16 +153,6 @@ for name in "${SEALED[@]}"; do fd=${FD[$name]}; exec {fd}>&-; done
 # --- what each chunk size costs at convert: Debian nginx, everything encrypted.
 FIX=$(realpath "${COCOON_FIXTURES:-$ROOT/target/fixtures}")
 "$COCOON" keygen --out "$W/owner.key" >/dev/null 2>&1
-layers_bytes() { # OCI_DIR TAG: sum of the image's layer blob sizes
-  python3 - "$1" "$2" <<'PY'
-import json, sys, os
-d, tag = sys.argv[1], sys.argv[2]
-idx = json.load(open(os.path.join(d, "index.json")))
-m = next(x for x in idx["manifests"] if x.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)
-man = json.load(open(os.path.join(d, "blobs/sha256", m["digest"][7:])))
-print(sum(l["size"] for l in man["layers"]))
-PY
-}
 echo
 REF=128; [[ " $CHUNKS " == *" 128 "* ]] || REF=${CHUNKS##* }
 echo "| chunk size | cocoon convert s (best of 3) | vs $REF KiB | sealed blob bytes | sealed layers bytes | vs $REF KiB |"

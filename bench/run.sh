@@ -4,6 +4,7 @@
 # Prints a Markdown table; BENCHMARKS.md records results with this command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 cocoon=${1:-target/release/cocoon}
 fixtures=${COCOON_FIXTURES:-target/fixtures}
 runs=${BENCH_RUNS:-5}
@@ -55,16 +56,6 @@ openssl rsa -in "$work/rsa.pem" -pubout -out "$work/rsa.pub.pem" 2>/dev/null
 convert_once() { rm -rf "$work/out" "$work/img.key"; "$cocoon" convert -q "oci:$fixtures/debian:$1" "oci:$work/out:s" --sign "$work/owner.key" --image-key-out "$work/img.key" --encrypt-all; }
 skopeo_once() { rm -rf "$work/enc"; skopeo copy -q --encryption-key "jwe:$work/rsa.pub.pem" "oci:$fixtures/debian:$1" "oci:$work/enc:$1"; }
 unpacked_bytes() { rm -rf "$work/tree"; "$cocoon" unpack "oci:$fixtures/debian:$1" "$work/tree"; find "$work/tree" -type f -print0 | du -cb --files0-from=- | tail -1 | cut -f1; }
-layers_bytes() { # sum of layer blob sizes of oci:$1:$2
-  python3 - "$1" "$2" <<'PY'
-import json, sys, os
-d, tag = sys.argv[1], sys.argv[2]
-idx = json.load(open(os.path.join(d, "index.json")))
-m = next(x for x in idx["manifests"] if x.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)
-man = json.load(open(os.path.join(d, "blobs/sha256", m["digest"][7:])))
-print(sum(l["size"] for l in man["layers"]))
-PY
-}
 echo "| image | cocoon convert s | skopeo --encryption-key s | speed vs skopeo | sha256sum of content s | convert / sha256sum | source layers MB | sealed layers MB | size ratio |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for image in nginx python; do
