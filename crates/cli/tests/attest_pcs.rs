@@ -4,101 +4,13 @@
 //! bodies, DER CRLs, URL-encoded issuer chains in the response headers).
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+
+use cocoon_testkit::http::{url_encode, Reply, StubServer as Pcs};
 
 mod common;
 use common::*;
 
-/// PCS stand-in: exact request targets to (headers, body), 404 otherwise;
-/// records every target until dropped.
-struct Pcs {
-    base: String,
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-type Routes = BTreeMap<String, (Vec<(String, String)>, Vec<u8>)>;
-
-impl Pcs {
-    fn start(routes: Routes) -> Pcs {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, st) = (seen.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            for conn in l.incoming() {
-                if st.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(mut c) = conn else { continue };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match c.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let line = String::from_utf8_lossy(&head);
-                let target = line.split(' ').nth(1).unwrap_or_default().to_string();
-                s.lock().unwrap().push(target.clone());
-                let (status, headers, body) = match routes.get(&target) {
-                    Some((h, b)) => (200, h.clone(), b.clone()),
-                    None => (404, Vec::new(), Vec::new()),
-                };
-                let mut resp = format!("HTTP/1.1 {status} X\r\n");
-                for (k, v) in headers {
-                    resp.push_str(&format!("{k}: {v}\r\n"));
-                }
-                resp.push_str(&format!(
-                    "content-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                ));
-                let _ = c.write_all(resp.as_bytes());
-                let _ = c.write_all(&body);
-            }
-        });
-        Pcs {
-            base: format!("http://{addr}"),
-            addr,
-            seen,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.seen.lock().unwrap())
-    }
-}
-
-impl Drop for Pcs {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+type Routes = BTreeMap<String, Reply>;
 
 const ROOT_CRL: &str = "/IntelSGXRootCA.der";
 
@@ -119,7 +31,7 @@ fn pcs_for(collateral: &str, tee: &str, fmspc: &str, ca: &str) -> (Routes, Vec<S
     let tcb = format!("/{tee}/certification/v4/tcb?fmspc={fmspc}");
     let qe = format!("/{tee}/certification/v4/qe/identity");
     let crl = format!("/sgx/certification/v4/pckcrl?ca={ca}&encoding=der");
-    let mut r = Routes::new();
+    let mut r = BTreeMap::<String, (Vec<(String, String)>, Vec<u8>)>::new();
     r.insert(
         tcb.clone(),
         (
@@ -155,7 +67,18 @@ fn pcs_for(collateral: &str, tee: &str, fmspc: &str, ca: &str) -> (Routes, Vec<S
         ),
     );
     r.insert(ROOT_CRL.to_string(), (Vec::new(), unhex("root_ca_crl")));
-    (r, vec![tcb, qe, crl, ROOT_CRL.to_string()])
+    let routes = r
+        .into_iter()
+        .map(|(target, (headers, body))| {
+            let reply = Reply {
+                status: 200,
+                headers,
+                body,
+            };
+            (target, reply)
+        })
+        .collect();
+    (routes, vec![tcb, qe, crl, ROOT_CRL.to_string()])
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! debootstrap, never with cocoon) and found through [`fixtures`]. A missing
 //! fixture fails the test with what to run; it never skips it.
 
+pub mod http;
 pub mod layout;
 pub mod registry;
 pub mod snapshot;

@@ -1,140 +1,23 @@
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use base64::Engine as _;
+use cocoon_testkit::http::{ok, url_encode, Reply, StubServer as Pcs};
 
 use super::*;
 use crate::testdata::{at, path, read};
 use crate::{Collateral, TcbStatus};
 
-/// One canned HTTP answer.
-#[derive(Clone)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+/// A fetcher that asks the PCS stand-in instead of Intel.
+trait PcsFetcher {
+    fn fetcher(&self, cache: &Path) -> Fetcher;
 }
 
-fn ok(body: Vec<u8>, headers: &[(&str, &str)]) -> Reply {
-    Reply {
-        status: 200,
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        body,
-    }
-}
-
-/// An Intel PCS stand-in on 127.0.0.1: answers each request whose target
-/// (path and query) is a key of `routes`, 404 otherwise, and records every
-/// target, until dropped.
-struct Pcs {
-    base: String,
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<String>>>,
-    routes: Arc<Mutex<BTreeMap<String, Reply>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Pcs {
-    fn start(routes: BTreeMap<String, Reply>) -> Pcs {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let routes = Arc::new(Mutex::new(routes));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (s, r, st) = (seen.clone(), routes.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            for conn in l.incoming() {
-                if st.load(Ordering::SeqCst) {
-                    break;
-                }
-                let Ok(mut c) = conn else { continue };
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match c.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let line = String::from_utf8_lossy(&head);
-                let target = line.split(' ').nth(1).unwrap_or_default().to_string();
-                s.lock().unwrap().push(target.clone());
-                let reply = r.lock().unwrap().get(&target).cloned().unwrap_or(Reply {
-                    status: 404,
-                    headers: Vec::new(),
-                    body: Vec::new(),
-                });
-                let mut resp = format!("HTTP/1.1 {} X\r\n", reply.status);
-                for (k, v) in &reply.headers {
-                    resp.push_str(&format!("{k}: {v}\r\n"));
-                }
-                resp.push_str(&format!(
-                    "content-length: {}\r\nconnection: close\r\n\r\n",
-                    reply.body.len()
-                ));
-                // The client may hang up early (oversized body): ignore.
-                let _ = c.write_all(resp.as_bytes());
-                let _ = c.write_all(&reply.body);
-            }
-        });
-        Pcs {
-            base: format!("http://{addr}"),
-            addr,
-            seen,
-            routes,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    /// The targets requested since the last call.
-    fn take(&self) -> Vec<String> {
-        std::mem::take(&mut *self.seen.lock().unwrap())
-    }
-
-    fn set(&self, target: &str, reply: Reply) {
-        self.routes
-            .lock()
-            .unwrap()
-            .insert(target.to_string(), reply);
-    }
-
+impl PcsFetcher for Pcs {
     fn fetcher(&self, cache: &Path) -> Fetcher {
         Fetcher::new(cache)
             .with_pcs_base(&self.base)
             .with_intel_root_crl_url(&format!("{}{ROOT_CRL}", self.base))
     }
-}
-
-impl Drop for Pcs {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = TcpStream::connect(self.addr);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// URL-encodes like Intel PCS does its issuer-chain headers: everything
-/// but unreserved characters.
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 const ROOT_CRL: &str = "/IntelSGXRootCA.der";
@@ -521,7 +404,7 @@ fn a_tampered_tcb_info_is_cached_but_refused_by_verification_and_replaced_once_s
     let at_pos = tampered.find("\"tcbEvaluationDataNumber\":17").unwrap();
     tampered.replace_range(at_pos..at_pos + 28, "\"tcbEvaluationDataNumber\":18");
     let pcs = tdx_server();
-    let good = pcs.routes.lock().unwrap()[TDX_TCB].clone();
+    let good = pcs.reply(TDX_TCB).unwrap();
     let mut bad = good.clone();
     bad.body = tampered.into_bytes();
     pcs.set(TDX_TCB, bad);
@@ -562,7 +445,7 @@ fn a_new_tcb_signing_chain_replaces_the_qe_identity_too() {
     pcs.take();
     // Another (older) generation of the TCB signing certificate.
     let other = String::from_utf8(read("tdx/go-tdx-guest/tcb_info_issuer_chain.pem")).unwrap();
-    let mut tcb = pcs.routes.lock().unwrap()[TDX_TCB].clone();
+    let mut tcb = pcs.reply(TDX_TCB).unwrap();
     tcb.headers[0].1 = url_encode(&other);
     pcs.set(TDX_TCB, tcb);
     // The TCB info is stale, the QE identity is not, but its chain file
@@ -583,7 +466,7 @@ fn a_new_tcb_signing_chain_replaces_the_qe_identity_too() {
         other
     );
     // When PCS serves both with the new chain, both are stored.
-    let mut qe = pcs.routes.lock().unwrap()[TDX_QE].clone();
+    let mut qe = pcs.reply(TDX_QE).unwrap();
     qe.headers[0].1 = url_encode(&other);
     pcs.set(TDX_QE, qe);
     f.dcap(Tee::Tdx, &quote, at("2025-07-19T10:20:00Z"))
@@ -648,7 +531,7 @@ fn no_network_is_one_clear_error_and_caches_nothing() {
 fn oversized_responses_are_refused_and_not_cached() {
     let cache = tempfile::tempdir().unwrap();
     let pcs = tdx_server();
-    let mut big = pcs.routes.lock().unwrap()[PLATFORM_CRL].clone();
+    let mut big = pcs.reply(PLATFORM_CRL).unwrap();
     big.body = vec![b'0'; super::super::MAX_RESPONSE as usize + 1];
     pcs.set(PLATFORM_CRL, big);
     let e = pcs
@@ -678,7 +561,7 @@ fn wrong_or_incomplete_answers_are_refused_before_caching() {
     let check = |target: &str, change: &dyn Fn(&mut Reply), fragments: &[&str]| {
         let cache = tempfile::tempdir().unwrap();
         let pcs = tdx_server();
-        let mut r = pcs.routes.lock().unwrap()[target].clone();
+        let mut r = pcs.reply(target).unwrap();
         change(&mut r);
         pcs.set(target, r);
         let e = pcs
