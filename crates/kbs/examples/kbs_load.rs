@@ -27,7 +27,7 @@ use cocoon_attest::sim::SimPlatform;
 use cocoon_attest::Tee;
 use cocoon_kbs::client::AdminClient;
 use cocoon_kbs::crypto::{b64, p256_jwk};
-use cocoon_kbs::jwe::{decrypt, RecipientSecret};
+use cocoon_kbs::protocol::jwe::{decrypt, RecipientSecret};
 use cocoon_kbs::protocol::JweResponse;
 use cocoon_kbs::{InitData, ReferenceValues};
 use hyper::client::conn::http1;

@@ -30,7 +30,7 @@ use x509_cert::spki::{SubjectPublicKeyInfoOwned, SubjectPublicKeyInfoRef};
 use x509_cert::time::{Time, Validity};
 use x509_cert::Certificate;
 
-use crate::jwe::RecipientKey;
+use crate::protocol::jwe::RecipientKey;
 use crate::{Error, Result};
 
 const ID_KP_SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");

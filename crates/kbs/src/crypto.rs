@@ -21,17 +21,7 @@ pub fn random_bytes(n: usize) -> Result<Vec<u8>> {
     Ok(v)
 }
 
-/// base64url without padding.
-pub fn b64url(b: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(b)
-}
-
-/// Decodes base64url (padding tolerated).
-pub fn b64url_decode(what: &str, s: &str) -> Result<Vec<u8>> {
-    URL_SAFE_NO_PAD
-        .decode(s.trim_end_matches('='))
-        .map_err(|e| Error::BadRequest(format!("{what}: not base64url ({e})")))
-}
+pub use cocoon_kbs_protocol::{b64url, new_p256_key, p256_jwk};
 
 /// Standard base64 with padding.
 pub fn b64(b: &[u8]) -> String {
@@ -44,17 +34,6 @@ pub fn b64_decode_any(what: &str, s: &str) -> Result<Vec<u8>> {
         .decode(s)
         .or_else(|_| URL_SAFE_NO_PAD.decode(s.trim_end_matches('=')))
         .map_err(|e| Error::BadRequest(format!("{what}: not base64 ({e})")))
-}
-
-/// A fresh random P-256 secret key.
-pub fn new_p256_key() -> Result<p256::SecretKey> {
-    for _ in 0..16 {
-        let b = Zeroizing::new(random_bytes(32)?);
-        if let Ok(k) = p256::SecretKey::from_slice(&b) {
-            return Ok(k);
-        }
-    }
-    Err(Error::Internal("could not draw a P-256 key".into()))
 }
 
 /// PKCS#8 PEM of a P-256 secret key.
@@ -79,19 +58,6 @@ pub fn p256_pub_to_pem(k: &p256::PublicKey) -> Result<String> {
 pub fn p256_pub_from_pem(pem: &str) -> Result<p256::PublicKey> {
     p256::PublicKey::from_public_key_pem(pem)
         .map_err(|e| Error::Config(format!("not a P-256 public key PEM ({e})")))
-}
-
-/// The JWK of a P-256 public key (`kty`, `crv`, `x`, `y`).
-pub fn p256_jwk(k: &p256::PublicKey) -> serde_json::Value {
-    use p256::elliptic_curve::sec1::ToSec1Point;
-    let pt = k.to_sec1_point(false);
-    let b = pt.as_bytes();
-    let (x, y) = if b.len() == 65 {
-        (b64url(&b[1..33]), b64url(&b[33..65]))
-    } else {
-        (String::new(), String::new())
-    };
-    serde_json::json!({"kty": "EC", "crv": "P-256", "x": x, "y": y})
 }
 
 /// SHA-256 of `b`.

@@ -43,6 +43,19 @@ pub enum Error {
     Internal(String),
 }
 
+impl From<cocoon_kbs_protocol::Error> for Error {
+    /// A malformed key or JWE is the client's mistake (400), one that does
+    /// not open is refused (403), a crypto failure is ours (500).
+    fn from(e: cocoon_kbs_protocol::Error) -> Self {
+        use cocoon_kbs_protocol::Error as E;
+        match e {
+            E::Malformed(m) => Error::BadRequest(m),
+            E::Unauthentic(m) => Error::Forbidden(m),
+            E::Crypto(m) => Error::Internal(m),
+        }
+    }
+}
+
 impl Error {
     /// The HTTP status of this error.
     pub fn status(&self) -> StatusCode {

@@ -1,11 +1,11 @@
 //! cocoon key broker service (KBS).
 //!
 //! The relying party of cocoon: it speaks the Trustee "RCAR" attestation
-//! protocol, version 0.4.0 ([`protocol`]), verifies TEE evidence with
+//! protocol, version 0.4.0 ([`protocol`], shared with the launcher), verifies TEE evidence with
 //! `cocoon-attest`, evaluates a Rego policy ([`policy`]) over the normalized
 //! claims, the workload's init data and the requested resource, and releases
 //! resources from an encrypted embedded store ([`store`]) as JWE
-//! ([`jwe`]) to the key the evidence binds. It issues EAR attestation tokens
+//! ([`protocol::jwe`]) to the key the evidence binds. It issues EAR attestation tokens
 //! ([`token`]), short-lived workload certificates ([`ca`]), and has an admin
 //! API with a blocking client ([`client`]).
 //!
@@ -21,10 +21,8 @@ pub mod client;
 pub mod config;
 pub mod crypto;
 pub mod error;
-pub mod jwe;
 pub mod metrics;
 pub mod policy;
-pub mod protocol;
 pub mod reference;
 pub mod server;
 pub mod session;
@@ -32,6 +30,7 @@ pub mod simcache;
 pub mod store;
 pub mod token;
 
+pub use cocoon_kbs_protocol as protocol;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use reference::{InitData, ReferenceValues};

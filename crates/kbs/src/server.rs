@@ -37,9 +37,9 @@ use crate::admin;
 use crate::ca::{make_ca_cert, Ca};
 use crate::config::Config;
 use crate::crypto::{b64, b64_decode_any, new_p256_key, p256_key_from_pem, p256_key_to_pem};
-use crate::jwe::{self, RecipientKey};
 use crate::metrics::Metrics;
 use crate::policy::{self, Policy, DEFAULT_POLICY};
+use crate::protocol::jwe::{self, RecipientKey};
 use crate::protocol::*;
 use crate::reference::{
     parse_resource_uri, presented_init_data, reference_values_from_json, resource_uri,
@@ -476,7 +476,7 @@ fn tee_key_of(annotated: &Value) -> Result<RecipientKey> {
     let jwk = annotated
         .pointer("/runtime_data_claims/tee-pubkey")
         .ok_or_else(|| Error::Unauthorized("token has no tee-pubkey".into()))?;
-    RecipientKey::from_jwk(jwk)
+    Ok(RecipientKey::from_jwk(jwk)?)
 }
 
 async fn get_resource(

@@ -16,8 +16,7 @@
 
 use std::path::Path;
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use zeroize::{Zeroize, Zeroizing};
 
@@ -118,8 +117,10 @@ impl Kek {
         Zeroizing::new(hex::encode(self.0.as_ref()))
     }
 
-    fn cipher(&self) -> Result<Aes256Gcm> {
-        Aes256Gcm::new_from_slice(self.0.as_ref()).map_err(|e| Error::Internal(e.to_string()))
+    fn cipher(&self) -> Result<LessSafeKey> {
+        UnboundKey::new(&AES_256_GCM, self.0.as_ref())
+            .map(LessSafeKey::new)
+            .map_err(|_| Error::Internal("key-encryption key is not an AES-256 key".into()))
     }
 }
 
@@ -131,13 +132,17 @@ pub fn seal(kek: &Kek, table: &str, key: &str, value: &[u8]) -> Result<Vec<u8>> 
     let aad = format!("{table}/{key}");
     let tag = kek
         .cipher()?
-        .encrypt_in_place_detached(Nonce::from_slice(&nonce), aad.as_bytes(), &mut buf)
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad.as_bytes()),
+            &mut buf,
+        )
         .map_err(|_| Error::Internal("seal failed".into()))?;
     let mut out = Vec::with_capacity(1 + 12 + buf.len() + 16);
     out.push(SEAL_VERSION);
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&buf);
-    out.extend_from_slice(tag.as_slice());
+    out.extend_from_slice(tag.as_ref());
     Ok(out)
 }
 
@@ -146,21 +151,25 @@ pub fn open(kek: &Kek, table: &str, key: &str, sealed: &[u8]) -> Result<Zeroizin
     if sealed.len() < 1 + 12 + 16 || sealed[0] != SEAL_VERSION {
         return Err(Error::Store(format!("{table}/{key}: not a sealed value")));
     }
-    let (body, tag) = sealed[13..].split_at(sealed.len() - 13 - 16);
-    let mut buf = Zeroizing::new(body.to_vec());
+    let mut nonce = [0u8; 12];
+    nonce.copy_from_slice(&sealed[1..13]);
+    // Ciphertext and tag, opened in place.
+    let mut buf = Zeroizing::new(sealed[13..].to_vec());
     let aad = format!("{table}/{key}");
-    kek.cipher()?
-        .decrypt_in_place_detached(
-            Nonce::from_slice(&sealed[1..13]),
-            aad.as_bytes(),
+    let len = kek
+        .cipher()?
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad.as_bytes()),
             &mut buf,
-            aes_gcm::Tag::from_slice(tag),
         )
+        .map(|plain| plain.len())
         .map_err(|_| {
             Error::Store(format!(
                 "{table}/{key}: authentication failed (wrong key-encryption key or tampered store)"
             ))
         })?;
+    buf.truncate(len);
     Ok(buf)
 }
 

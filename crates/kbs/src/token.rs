@@ -12,8 +12,9 @@ use p256::ecdsa::signature::{Signer, Verifier};
 use p256::ecdsa::{Signature, SigningKey, VerifyingKey};
 use serde_json::{json, Value};
 
-use crate::crypto::{b64url, b64url_decode, p256_jwk, sha256};
+use crate::crypto::{b64url, p256_jwk, sha256};
 use crate::{Error, Result};
+use cocoon_kbs_protocol::b64url_decode;
 
 /// The EAR profile named in every token.
 pub const EAR_PROFILE: &str = "tag:github.com,2023:veraison/ear";
@@ -56,14 +57,13 @@ pub fn verify_es256(token: &str, keys: &[VerifyingKey], now: u64) -> Result<Valu
     else {
         return Err(unauthorized("not a compact JWT"));
     };
-    let header: Value = serde_json::from_slice(
-        &b64url_decode("JWT header", h).map_err(|_| unauthorized("bad header"))?,
-    )
-    .map_err(|_| unauthorized("bad header"))?;
+    let header: Value =
+        serde_json::from_slice(&b64url_decode(h).ok_or_else(|| unauthorized("bad header"))?)
+            .map_err(|_| unauthorized("bad header"))?;
     if header.get("alg").and_then(Value::as_str) != Some("ES256") {
         return Err(unauthorized("alg must be ES256"));
     }
-    let sig = b64url_decode("JWT signature", s).map_err(|_| unauthorized("bad signature"))?;
+    let sig = b64url_decode(s).ok_or_else(|| unauthorized("bad signature"))?;
     let sig = Signature::from_slice(&sig).map_err(|_| unauthorized("bad signature"))?;
     let signing_input = &token[..h.len() + 1 + c.len()];
     if !keys
@@ -72,10 +72,9 @@ pub fn verify_es256(token: &str, keys: &[VerifyingKey], now: u64) -> Result<Valu
     {
         return Err(unauthorized("signature does not verify with a trusted key"));
     }
-    let claims: Value = serde_json::from_slice(
-        &b64url_decode("JWT claims", c).map_err(|_| unauthorized("bad claims"))?,
-    )
-    .map_err(|_| unauthorized("bad claims"))?;
+    let claims: Value =
+        serde_json::from_slice(&b64url_decode(c).ok_or_else(|| unauthorized("bad claims"))?)
+            .map_err(|_| unauthorized("bad claims"))?;
     let exp = claims
         .get("exp")
         .and_then(Value::as_u64)

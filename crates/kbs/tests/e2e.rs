@@ -13,7 +13,7 @@ use cocoon_attest::Tee;
 use cocoon_kbs::client::AdminClient;
 use cocoon_kbs::config::Config;
 use cocoon_kbs::crypto::{b64, p256_jwk};
-use cocoon_kbs::jwe::{decrypt, RecipientSecret};
+use cocoon_kbs::protocol::jwe::{decrypt, RecipientSecret};
 use cocoon_kbs::protocol::JweResponse;
 use cocoon_kbs::server::{serve, Kbs};
 use cocoon_kbs::store::Kek;
@@ -301,11 +301,11 @@ fn end_to_end_sim_flow_token_jwks_bearer_and_cert() {
     // The token verifies against the JWKS.
     let jwks = http("GET", &format!("{}/kbs/v0/jwks", h.base), &[], vec![]).json();
     let k = &jwks["keys"][0];
-    let jwk = cocoon_kbs::jwe::RecipientKey::from_jwk(
+    let jwk = cocoon_kbs::protocol::jwe::RecipientKey::from_jwk(
         &json!({"kty": "EC", "crv": "P-256", "x": k["x"], "y": k["y"]}),
     )
     .unwrap();
-    let cocoon_kbs::jwe::RecipientKey::P256(pk) = jwk else {
+    let cocoon_kbs::protocol::jwe::RecipientKey::P256(pk) = jwk else {
         panic!()
     };
     let claims = cocoon_kbs::token::verify_es256(

@@ -19,7 +19,7 @@ use cocoon_attest::Tee;
 use cocoon_kbs::client::AdminClient;
 use cocoon_kbs::config::Config;
 use cocoon_kbs::crypto::{b64, b64url, new_p256_key, p256_jwk, p256_key_to_pem};
-use cocoon_kbs::jwe::{decrypt, RecipientKey, RecipientSecret};
+use cocoon_kbs::protocol::jwe::{decrypt, RecipientKey, RecipientSecret};
 use cocoon_kbs::protocol::JweResponse;
 use cocoon_kbs::server::{serve, Kbs};
 use cocoon_kbs::store::{Kek, Store};

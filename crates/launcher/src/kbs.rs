@@ -7,21 +7,18 @@
 
 use std::time::{Duration, Instant};
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use cocoon_attest::Attester;
-use serde_json::{json, Value};
+use cocoon_kbs_protocol::{self as protocol, jwe};
+use serde::Serialize;
+use serde_json::Value;
 use zeroize::Zeroizing;
 
 use crate::identity::InitData;
 use crate::{Error, Result};
 
-/// The protocol version spoken.
-pub const PROTOCOL_VERSION: &str = "0.4.0";
-const COOKIE: &str = "kbs-session-id";
-const KW_ALG: &str = "ECDH-ES+A256KW";
+use protocol::SESSION_COOKIE as COOKIE;
 
 /// An attested session: the cookie and the key resources are encrypted to.
 pub struct Session {
@@ -52,97 +49,14 @@ enum Failure {
     Final(Error),
 }
 
-fn b64url(b: &[u8]) -> String {
-    URL_SAFE_NO_PAD.encode(b)
-}
-
-fn b64url_decode(what: &str, s: &str) -> Result<Vec<u8>> {
-    URL_SAFE_NO_PAD
-        .decode(s.trim_end_matches('='))
-        .map_err(|_| Error::Kbs(format!("resource JWE: {what} is not base64url")))
-}
-
-/// The public JWK of a P-256 key.
-pub fn p256_jwk(k: &p256::PublicKey) -> Value {
-    use p256::elliptic_curve::sec1::ToSec1Point;
-    let pt = k.to_sec1_point(false);
-    let b = pt.as_bytes();
-    json!({"kty": "EC", "crv": "P-256", "alg": KW_ALG, "x": b64url(&b[1..33]), "y": b64url(&b[33..65])})
-}
-
 /// A fresh P-256 key (session keys, the shield's TLS key).
 pub fn new_key() -> Result<p256::SecretKey> {
-    for _ in 0..16 {
-        let mut b = Zeroizing::new([0u8; 32]);
-        getrandom::fill(b.as_mut()).map_err(|e| Error::Attest(format!("no randomness: {e}")))?;
-        if let Ok(k) = p256::SecretKey::from_slice(b.as_ref()) {
-            return Ok(k);
-        }
-    }
-    Err(Error::Attest("could not draw a P-256 key".into()))
+    protocol::new_p256_key().map_err(|e| Error::Attest(e.to_string()))
 }
 
-fn concat_kdf(z: &[u8]) -> Zeroizing<[u8; 32]> {
-    use sha2::Digest as _;
-    let mut h = sha2::Sha256::new();
-    h.update(1u32.to_be_bytes());
-    h.update(z);
-    h.update((KW_ALG.len() as u32).to_be_bytes());
-    h.update(KW_ALG.as_bytes());
-    h.update(0u32.to_be_bytes());
-    h.update(0u32.to_be_bytes());
-    h.update(256u32.to_be_bytes());
-    Zeroizing::new(h.finalize().into())
-}
-
-/// Decrypts a flattened JWE (`ECDH-ES+A256KW`, `A256GCM`) with `key`.
-pub fn decrypt_jwe(key: &p256::SecretKey, jwe: &Value) -> Result<Zeroizing<Vec<u8>>> {
-    let field = |k: &str| {
-        jwe.get(k)
-            .and_then(Value::as_str)
-            .ok_or_else(|| Error::Kbs(format!("resource JWE: no {k}")))
-    };
-    let protected = field("protected")?;
-    let header: Value = serde_json::from_slice(&b64url_decode("protected", protected)?)
-        .map_err(|_| Error::Kbs("resource JWE: protected header is not JSON".into()))?;
-    if header["alg"] != KW_ALG || header["enc"] != "A256GCM" {
-        return Err(Error::Kbs(format!(
-            "resource JWE: alg {} / enc {} unsupported (want {KW_ALG} / A256GCM)",
-            header["alg"], header["enc"]
-        )));
-    }
-    let epk = &header["epk"];
-    let coord =
-        |k: &str| -> Result<Vec<u8>> { b64url_decode("epk", epk[k].as_str().unwrap_or_default()) };
-    let sec1 = [&[4u8][..], &coord("x")?, &coord("y")?].concat();
-    let epk = p256::PublicKey::from_sec1_bytes(&sec1)
-        .map_err(|_| Error::Kbs("resource JWE: epk is not a P-256 point".into()))?;
-    let shared =
-        p256::elliptic_curve::ecdh::diffie_hellman(key.to_nonzero_scalar(), epk.as_affine());
-    let kek = concat_kdf(shared.raw_secret_bytes().as_slice());
-    let ek = b64url_decode("encrypted_key", field("encrypted_key")?)?;
-    let cek = Zeroizing::new(
-        aes_kw::KekAes256::from(*kek)
-            .unwrap_vec(&ek)
-            .map_err(|_| Error::Kbs("resource JWE: key unwrap failed".into()))?,
-    );
-    let iv = b64url_decode("iv", field("iv")?)?;
-    let tag = b64url_decode("tag", field("tag")?)?;
-    if iv.len() != 12 || tag.len() != 16 {
-        return Err(Error::Kbs("resource JWE: bad iv or tag length".into()));
-    }
-    let cipher = Aes256Gcm::new_from_slice(&cek)
-        .map_err(|_| Error::Kbs("resource JWE: content key is not 256 bits".into()))?;
-    let mut buf = Zeroizing::new(b64url_decode("ciphertext", field("ciphertext")?)?);
-    cipher
-        .decrypt_in_place_detached(
-            Nonce::from_slice(&iv),
-            protected.as_bytes(),
-            &mut buf,
-            aes_gcm::Tag::from_slice(&tag),
-        )
-        .map_err(|_| Error::Kbs("resource JWE: authentication failed".into()))?;
-    Ok(buf)
+/// A request body as JSON (serializing protocol types cannot fail).
+fn json_body(v: &impl Serialize) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
 }
 
 /// `kbs:///repo/type/tag` -> `repo/type/tag`.
@@ -200,7 +114,7 @@ impl Client {
         method: &str,
         path: &str,
         cookie: Option<&str>,
-        body: Option<&Value>,
+        body: Option<&[u8]>,
     ) -> std::result::Result<(Vec<u8>, Option<String>), Failure> {
         let url = format!("{}{path}", self.base);
         let mut req = ureq::http::Request::builder().method(method).uri(&url);
@@ -210,7 +124,7 @@ impl Client {
         let bytes = match body {
             Some(b) => {
                 req = req.header("content-type", "application/json");
-                serde_json::to_vec(b).unwrap_or_default()
+                b.to_vec()
             }
             None => Vec::new(),
         };
@@ -298,7 +212,9 @@ impl Client {
     /// A certificate from the KBS CA for the session's TEE key, with
     /// `dns_names` as subjectAltName: `(leaf PEM, CA PEM)`.
     pub fn certificate(&self, s: &Session, dns_names: &[String]) -> Result<(String, String)> {
-        let body = json!({ "dns_names": dns_names });
+        let body = json_body(&protocol::CertRequest {
+            dns_names: dns_names.to_vec(),
+        });
         let (answer, _) = self.with_retry(|| {
             self.request("POST", "/kbs/v0/cert", Some(&s.cookie), Some(&body))
                 .map_err(|f| match f {
@@ -308,14 +224,12 @@ impl Client {
                     other => other,
                 })
         })?;
-        let v: Value = serde_json::from_slice(&answer)
-            .map_err(|_| Error::Kbs("certificate answer is not JSON".into()))?;
-        match (v["certificate"].as_str(), v["ca"].as_str()) {
-            (Some(c), Some(ca)) => Ok((c.to_string(), ca.to_string())),
-            _ => Err(Error::Kbs(
-                "certificate answer lacks certificate or ca".into(),
-            )),
-        }
+        let cert: protocol::CertResponse = serde_json::from_slice(&answer).map_err(|e| {
+            Error::Kbs(format!(
+                "certificate answer is not a certificate and CA ({e})"
+            ))
+        })?;
+        Ok((cert.certificate, cert.ca))
     }
 
     fn attest_once(
@@ -325,33 +239,40 @@ impl Client {
         key: p256::SecretKey,
     ) -> std::result::Result<Session, Failure> {
         let tee = attester.tee().as_str();
-        let (body, cookie) = self.request(
-            "POST",
-            "/kbs/v0/auth",
-            None,
-            Some(&json!({"version": PROTOCOL_VERSION, "tee": tee, "extra-params": ""})),
-        )?;
+        let auth = json_body(&protocol::Request {
+            version: protocol::PROTOCOL_VERSION.into(),
+            tee: tee.into(),
+            extra_params: "".into(),
+        });
+        let (body, cookie) = self.request("POST", "/kbs/v0/auth", None, Some(&auth))?;
         let cookie = cookie.ok_or_else(|| {
             Failure::Final(Error::Kbs(
                 "auth answer set no kbs-session-id cookie".into(),
             ))
         })?;
-        let challenge: Value = serde_json::from_slice(&body)
-            .map_err(|_| Failure::Final(Error::Kbs("auth answer is not JSON".into())))?;
-        let nonce = challenge["nonce"]
-            .as_str()
-            .ok_or_else(|| Failure::Final(Error::Kbs("auth answer has no nonce".into())))?
-            .to_string();
-        let jwk = p256_jwk(&key.public_key());
+        let challenge: protocol::Challenge = serde_json::from_slice(&body).map_err(|e| {
+            Failure::Final(Error::Kbs(format!("auth answer is not a challenge ({e})")))
+        })?;
+        let nonce = challenge.nonce;
+        let jwk = protocol::tee_pubkey(&key.public_key());
         let report_data = cocoon_attest::binding::kbs_report_data(&nonce, &jwk, "")
             .map_err(|e| Failure::Final(Error::Attest(e.to_string())))?;
         let evidence = attester
             .evidence(&report_data)
             .map_err(|e| Failure::Final(Error::Attest(format!("{tee} evidence: {e}"))))?;
-        let att = json!({
-            "init-data": {"format": "json", "body": init.canonical_json()},
-            "runtime-data": {"nonce": nonce, "tee-pubkey": jwk},
-            "tee-evidence": {"primary_evidence": STANDARD.encode(&evidence), "additional_evidence": ""},
+        let att = json_body(&protocol::Attestation {
+            init_data: Some(protocol::InitDataDoc {
+                format: "json".into(),
+                body: init.canonical_json(),
+            }),
+            runtime_data: protocol::RuntimeData {
+                nonce,
+                tee_pubkey: jwk,
+            },
+            tee_evidence: protocol::CompositeEvidence {
+                primary_evidence: STANDARD.encode(&evidence).into(),
+                additional_evidence: String::new(),
+            },
         });
         let (body, _) = self
             .request("POST", "/kbs/v0/attest", Some(&cookie), Some(&att))
@@ -361,10 +282,9 @@ impl Client {
                 }
                 other => other,
             })?;
-        let token = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v["token"].as_str().map(String::from))
-            .ok_or_else(|| Failure::Final(Error::Kbs("attest answer has no token".into())))?;
+        let token = serde_json::from_slice::<protocol::AttestationResponse>(&body)
+            .map_err(|e| Failure::Final(Error::Kbs(format!("attest answer has no token ({e})"))))?
+            .token;
         Ok(Session { cookie, key, token })
     }
 
@@ -380,9 +300,10 @@ impl Client {
                     other => other,
                 })
         })?;
-        let jwe: Value = serde_json::from_slice(&body)
-            .map_err(|_| Error::Kbs(format!("{uri}: the answer is not a JWE")))?;
-        decrypt_jwe(&s.key, &jwe).map_err(|e| Error::Kbs(format!("{uri}: {e}")))
+        let answer: protocol::JweResponse = serde_json::from_slice(&body)
+            .map_err(|e| Error::Kbs(format!("{uri}: the answer is not a JWE ({e})")))?;
+        jwe::decrypt(jwe::RecipientSecret::P256(&s.key), &answer)
+            .map_err(|e| Error::Kbs(format!("{uri}: {e}")))
     }
 }
 
