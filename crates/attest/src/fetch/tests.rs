@@ -1,50 +1,9 @@
-use std::io::{Read as _, Write as _};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::collections::BTreeMap;
+
+use cocoon_testkit::http::{ok, StubServer};
 
 use super::*;
 use crate::testdata::{at, read};
-
-/// A one-shot HTTP server on 127.0.0.1: answers `replies` requests in
-/// order, records each request target, then stops listening.
-struct Server {
-    base: String,
-    seen: Arc<Mutex<Vec<String>>>,
-    thread: JoinHandle<()>,
-}
-
-fn serve(replies: Vec<(u16, Vec<u8>)>) -> Server {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", l.local_addr().unwrap());
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    let thread = std::thread::spawn(move || {
-        for (status, body) in replies {
-            let (mut c, _) = l.accept().unwrap();
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = c.read(&mut buf).unwrap();
-                if n == 0 {
-                    break;
-                }
-                head.extend_from_slice(&buf[..n]);
-            }
-            let line = String::from_utf8_lossy(&head);
-            let target = line.split(' ').nth(1).unwrap_or_default().to_string();
-            s.lock().unwrap().push(target);
-            let resp = format!(
-                "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                body.len()
-            );
-            c.write_all(resp.as_bytes()).unwrap();
-            c.write_all(&body).unwrap();
-        }
-        // The listener drops here: later connections are refused.
-    });
-    Server { base, seen, thread }
-}
 
 /// A verification time inside the trustee VCEK's validity.
 const NOW: UnixTime = UnixTime(1_704_067_200);
@@ -83,18 +42,21 @@ fn kds_urls_follow_the_amd_format() {
 fn fetches_once_then_verifies_from_the_cache() {
     let cache = tempfile::tempdir().unwrap();
     let report = read("snp/trustee/test-report.bin");
-    let server = serve(vec![(200, read("snp/trustee/test-vcek.der"))]);
+    let server = StubServer::start(BTreeMap::from([(
+        TRUSTEE_A_PATH.to_string(),
+        ok(read("snp/trustee/test-vcek.der"), &[]),
+    )]));
     let f = Fetcher::new(cache.path()).with_kds_base(&server.base);
 
     let mut c = Collateral::default();
     let urls = f.complete(Tee::Snp, &report, &mut c, NOW).unwrap();
     assert_eq!(urls, vec![format!("{}{TRUSTEE_A_PATH}", server.base)]);
-    server.thread.join().unwrap();
-    assert_eq!(*server.seen.lock().unwrap(), vec![TRUSTEE_A_PATH]);
+    assert_eq!(server.take(), vec![TRUSTEE_A_PATH]);
     assert!(f.cache_path(&urls[0]).is_file());
     crate::verify(Tee::Snp, &report, &c, at("2024-01-01T00:00:00Z")).unwrap();
 
     // The server is gone: the second fetch is served by the cache.
+    drop(server);
     let mut c = Collateral::default();
     assert_eq!(f.complete(Tee::Snp, &report, &mut c, NOW).unwrap(), urls);
     crate::verify(Tee::Snp, &report, &c, at("2024-01-01T00:00:00Z")).unwrap();
@@ -131,7 +93,8 @@ fn no_network_is_one_clear_error() {
 #[test]
 fn unknown_chip_tries_milan_then_genoa() {
     let cache = tempfile::tempdir().unwrap();
-    let server = serve(vec![(404, Vec::new()), (404, Vec::new())]);
+    // No routes: every request is answered 404.
+    let server = StubServer::start(BTreeMap::new());
     let f = Fetcher::new(cache.path()).with_kds_base(&server.base);
     let e = f
         .complete(
@@ -142,8 +105,8 @@ fn unknown_chip_tries_milan_then_genoa() {
         )
         .unwrap_err()
         .to_string();
-    server.thread.join().unwrap();
-    let seen = server.seen.lock().unwrap();
+    let seen = server.take();
+    assert_eq!(seen.len(), 2, "{seen:?}");
     assert!(seen[0].starts_with("/vcek/v1/Milan/"), "{seen:?}");
     assert!(seen[1].starts_with("/vcek/v1/Genoa/"), "{seen:?}");
     assert!(e.contains("HTTP 404"), "{e}");
