@@ -352,27 +352,22 @@ mod tests {
             );
         }
         // Another content encryption or key management is not spoken.
-        let mut h: Value =
-            serde_json::from_slice(&crate::b64url_decode(&jwe.protected).unwrap()).unwrap();
-        h["enc"] = json!("A128GCM");
-        let t = JweResponse {
-            protected: b64url(h.to_string().as_bytes()),
-            ..jwe.clone()
-        };
-        assert!(matches!(
-            decrypt(RecipientSecret::P256(&sk), &t),
-            Err(Error::Malformed(_))
-        ));
-        h["enc"] = json!("A256GCM");
-        h["alg"] = json!("RSA-OAEP-256");
-        let t = JweResponse {
-            protected: b64url(h.to_string().as_bytes()),
-            ..jwe.clone()
-        };
-        assert!(matches!(
-            decrypt(RecipientSecret::P256(&sk), &t),
-            Err(Error::Malformed(_))
-        ));
+        for (field, value) in [("enc", "A128GCM"), ("alg", "RSA-OAEP-256"), ("alg", "dir")] {
+            let mut h: Value =
+                serde_json::from_slice(&crate::b64url_decode(&jwe.protected).unwrap()).unwrap();
+            h[field] = json!(value);
+            let t = JweResponse {
+                protected: b64url(h.to_string().as_bytes()),
+                ..jwe.clone()
+            };
+            assert!(
+                matches!(
+                    decrypt(RecipientSecret::P256(&sk), &t),
+                    Err(Error::Malformed(_))
+                ),
+                "{field} {value}"
+            );
+        }
     }
 
     /// AES key wrap against RFC 3394 §4.6 (256-bit KEK, 256-bit key data),
