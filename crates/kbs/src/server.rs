@@ -968,6 +968,74 @@ pub fn init_logging(cfg: &Config) {
     };
 }
 
+/// A KBS serving on a thread of its own (with its own tokio runtime), for
+/// a process that embeds one: tests, and tools that need a local KBS next
+/// to other work. Stops (gracefully, like SIGTERM) when dropped.
+pub struct Background {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    /// Binds `listen` (`127.0.0.1:0` picks a free port) and serves `kbs`
+    /// there on `threads` worker threads.
+    pub fn start(kbs: Arc<Kbs>, listen: &str, threads: usize) -> Result<Background> {
+        let listener = std::net::TcpListener::bind(listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| Error::Config(format!("listen on {listen}: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("runtime: {e}")))?;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("cocoon-kbs".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let served = match TcpListener::from_std(listener) {
+                        Ok(l) => {
+                            serve(kbs, l, async {
+                                let _ = stopped.await;
+                            })
+                            .await
+                        }
+                        Err(e) => Err(Error::Internal(format!("listener: {e}"))),
+                    };
+                    if let Err(e) = served {
+                        tracing::error!(error = %e, "KBS stopped");
+                    }
+                })
+            })
+            .map_err(|e| Error::Internal(format!("KBS thread: {e}")))?;
+        Ok(Background {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Runs the KBS until SIGTERM/ctrl-c: logging, store, listener, serve.
 /// Prints `listening on ADDR` to the log once bound.
 pub fn run(config: Config) -> Result<()> {

@@ -2,7 +2,6 @@
 //! attest -> resource -> decrypt, and every refusal with its status and an
 //! RFC 7807 body, the server still serving afterwards.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +14,7 @@ use cocoon_kbs::config::Config;
 use cocoon_kbs::crypto::{b64, p256_jwk};
 use cocoon_kbs::protocol::jwe::{decrypt, RecipientSecret};
 use cocoon_kbs::protocol::JweResponse;
-use cocoon_kbs::server::{serve, Kbs};
+use cocoon_kbs::server::{Background, Kbs};
 use cocoon_kbs::store::Kek;
 use cocoon_kbs::{InitData, ReferenceValues};
 use serde_json::{json, Value};
@@ -34,25 +33,14 @@ fn init_data() -> InitData {
     }
 }
 
+/// Fields drop in order: the server stops before its directory goes.
 struct Harness {
+    _server: Background,
     base: String,
     kbs: Arc<Kbs>,
     sim: SimPlatform,
     admin: AdminClient,
     dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Harness {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 fn start(tweak: impl FnOnce(&mut Config)) -> Harness {
@@ -69,36 +57,16 @@ fn start(tweak: impl FnOnce(&mut Config)) -> Harness {
     cfg.server.max_body_bytes = 64 * 1024;
     tweak(&mut cfg);
     let kbs = Kbs::open_with_kek(cfg, Kek::generate().unwrap()).unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let (atx, arx) = std::sync::mpsc::channel::<SocketAddr>();
-    let k = kbs.clone();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            atx.send(l.local_addr().unwrap()).unwrap();
-            serve(k, l, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-    });
-    let addr = arx.recv().unwrap();
-    let base = format!("http://{addr}");
+    let server = Background::start(kbs.clone(), "127.0.0.1:0", 2).unwrap();
+    let base = format!("http://{}", server.addr());
     let admin = AdminClient::new(&base, cocoon_kbs::admin::load_private(&admin_key).unwrap());
     Harness {
+        _server: server,
         base,
         kbs,
         sim,
         admin,
         dir,
-        stop: Some(tx),
-        thread: Some(thread),
     }
 }
 

@@ -21,7 +21,7 @@ use cocoon_kbs::config::Config;
 use cocoon_kbs::crypto::{b64, b64url, new_p256_key, p256_jwk, p256_key_to_pem};
 use cocoon_kbs::protocol::jwe::{decrypt, RecipientKey, RecipientSecret};
 use cocoon_kbs::protocol::JweResponse;
-use cocoon_kbs::server::{serve, Kbs};
+use cocoon_kbs::server::{Background, Kbs};
 use cocoon_kbs::store::{Kek, Store};
 use cocoon_kbs::{InitData, ReferenceValues};
 use serde_json::{json, Value};
@@ -201,25 +201,8 @@ fn https_full_flow_and_plain_http_to_the_tls_port_fails_cleanly() {
     cfg.store.path = dir.path().join("kbs.redb");
     cfg.admin.public_keys = vec![admin_pub];
     let kbs = Kbs::open_with_kek(cfg, Kek::generate().unwrap()).unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (atx, arx) = std::sync::mpsc::channel();
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            atx.send(l.local_addr().unwrap()).unwrap();
-            serve(kbs, l, async {
-                let _ = stop_rx.await;
-            })
-            .await
-            .unwrap();
-        });
-    });
-    let addr: std::net::SocketAddr = arx.recv().unwrap();
+    let server = Background::start(kbs, "127.0.0.1:0", 2).unwrap();
+    let addr = server.addr();
     // `localhost` is the certificate's name; it resolves to 127.0.0.1 here.
     let base = format!("https://localhost:{}", addr.port());
     let tls = agent(Some(&ca_pem));
@@ -286,8 +269,7 @@ fn https_full_flow_and_plain_http_to_the_tls_port_fails_cleanly() {
     let (st, _, _) = call(&tls, "GET", &format!("{base}/health"), None, None).unwrap();
     assert_eq!(st, 200);
     assert_eq!(full_flow(&tls, &base, &sim), SECRET);
-    stop_tx.send(()).unwrap();
-    server.join().unwrap();
+    drop(server);
 }
 
 /// The child: serve the config named by the environment until SIGTERM.

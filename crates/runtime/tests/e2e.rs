@@ -16,7 +16,7 @@ use cocoon_attest::sim::{self, SimPlatform};
 use cocoon_image::transport::{open_dest, open_source};
 use cocoon_image::{Digest, ImageRef, Platform, TransportOptions};
 use cocoon_kbs::client::AdminClient;
-use cocoon_kbs::server::{serve, Kbs};
+use cocoon_kbs::server::{Background, Kbs};
 use cocoon_kbs::store::Kek;
 use cocoon_kbs::{Config, ReferenceValues};
 use cocoon_runtime::{prepare, Bundle, RunOptions, VolumeSpec};
@@ -54,23 +54,12 @@ fn launcher() -> Vec<u8> {
 
 // ------------------------------------------------------------------ KBS --
 
+/// Fields drop in order: the server stops before its directory goes.
 struct KbsHarness {
+    _server: Background,
     base: String,
     admin: AdminClient,
     dir: tempfile::TempDir,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for KbsHarness {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 fn start_kbs() -> KbsHarness {
@@ -85,32 +74,14 @@ fn start_kbs() -> KbsHarness {
     cfg.admin.public_keys = vec![admin_pub];
     cfg.server.rate_limit_per_sec = 0;
     let kbs: Arc<Kbs> = Kbs::open_with_kek(cfg, Kek::generate().unwrap()).unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let (atx, arx) = std::sync::mpsc::channel::<SocketAddr>();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            atx.send(l.local_addr().unwrap()).unwrap();
-            serve(kbs, l, async {
-                let _ = rx.await;
-            })
-            .await
-            .unwrap();
-        });
-    });
-    let base = format!("http://{}", arx.recv().unwrap());
+    let server = Background::start(kbs, "127.0.0.1:0", 1).unwrap();
+    let base = format!("http://{}", server.addr());
     let admin = AdminClient::new(&base, cocoon_kbs::admin::load_private(&admin_key).unwrap());
     KbsHarness {
+        _server: server,
         base,
         admin,
         dir,
-        stop: Some(tx),
-        thread: Some(thread),
     }
 }
 
