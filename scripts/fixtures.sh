@@ -48,29 +48,9 @@ BUSYBOX_APPLETS=(sh ash ls cat echo sleep wget httpd env id pwd mkdir rm cp mv
 
 # ---------------------------------------------------------------- helpers --
 
-T0=$EPOCHREALTIME
-STAGE="start"
-
-elapsed() { # seconds since start, one decimal
-	local now=$EPOCHREALTIME
-	awk -v a="$T0" -v b="$now" 'BEGIN { printf "%6.1f", b - a }'
-}
-
-stage() { # one line per stage on stderr; remembered for the error trap
-	STAGE=$*
-	printf 'fixtures: [%ss] %s\n' "$(elapsed)" "$STAGE" >&2
-}
-
-die() {
-	printf 'fixtures: error in stage "%s": %s\n' "$STAGE" "$*" >&2
-	exit 1
-}
-
-on_error() {
-	local rc=$1 line=$2 cmd=$3
-	printf 'fixtures: FAILED in stage "%s" (line %s, exit %s): %s\n' \
-		"$STAGE" "$line" "$rc" "$cmd" >&2
-}
+NAME=fixtures
+# shellcheck source=scripts/lib/cache.sh
+. "$SCRIPT_DIR/lib/cache.sh"
 
 iso() { date -u -d "@$1" +%Y-%m-%dT%H:%M:%SZ; }
 
@@ -695,65 +675,17 @@ write_manifest_txt() { # OUT
 
 # ------------------------------------------------------------------- main --
 
-link_outlink() { # TARGET OUTLINK
-	local target=$1 link=$2
-	mkdir -p "$(dirname "$link")"
-	if [[ -e $link && ! -L $link ]]; then
-		die "$link exists and is not a symlink; move it away"
-	fi
-	ln -sfn "$target" "$link.tmp.$$"
-	mv -Tf "$link.tmp.$$" "$link"
-}
-
-# Remove every other recipe dir (and temp dirs of killed runs).  Runs under
-# the lock, so no build of ours is in progress.
-prune_cache() { # KEY
-	local d
-	for d in "$CACHE"/* "$CACHE"/.tmp-*; do
-		[[ -e $d && $(basename "$d") != "$1" ]] || continue
-		stage "pruning old fixture dir $d"
-		rm -rf --one-file-system "$d"
-	done
+build_all() { # TMP: everything into TMP/out
+	mkdir -p "$1/work"
+	build_busybox "$1/work" "$1/out"
+	build_busybox_copies "$1/work" "$1/out"
+	build_debian "$1/work" "$1/out"
+	write_manifest_txt "$1/out"
 }
 
 main() {
 	trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
-	local outlink=${1:-$REPO/target/fixtures} key final tmp
-	key=$(recipe_key)
-	final=$CACHE/$key
-	mkdir -p "$CACHE"
-	exec 9>"$CACHE/.lock"
-	if ! flock -n 9; then
-		stage "waiting for another fixtures.sh to finish"
-		flock 9
-	fi
-
-	if [[ -f $final/.complete ]]; then
-		stage "fixtures $key are cached: $final"
-	else
-		stage "building fixtures $key into $final"
-		[[ ! -e $final ]] || rm -rf --one-file-system "$final" # incomplete: never ours
-		ensure_tools
-		tmp=$CACHE/.tmp-$key-$$
-		rm -rf "$tmp"
-		mkdir -p "$tmp/out" "$tmp/work"
-		# shellcheck disable=SC2064 # expand $tmp now
-		trap "rm -rf --one-file-system '$tmp'" EXIT
-		build_busybox "$tmp/work" "$tmp/out"
-		build_busybox_copies "$tmp/work" "$tmp/out"
-		build_debian "$tmp/work" "$tmp/out"
-		write_manifest_txt "$tmp/out"
-		date -u +%Y-%m-%dT%H:%M:%SZ >"$tmp/out/.complete"
-		mv -T "$tmp/out" "$final"
-		rm -rf --one-file-system "$tmp"
-		trap - EXIT
-	fi
-	prune_cache "$key"
-	link_outlink "$final" "$outlink"
-	local total
-	total=$(elapsed)
-	stage "done: $outlink -> $final (total ${total// /}s)"
-	printf '%s\n' "$final"
+	cached_build "${1:-$REPO/target/fixtures}" build_all
 }
 
 # Sourcing the file (for debugging single functions) does not run it.

@@ -47,28 +47,9 @@ WHEEL_PLATFORM=(--only-binary=:all: --platform manylinux_2_28_x86_64
 LIGHT_MODELS=(squeezenet resnet50)
 MAGIKA_MODEL=standard_v3_3
 
-T0=$EPOCHREALTIME
-STAGE="start"
-
-elapsed() {
-	local now=$EPOCHREALTIME
-	awk -v a="$T0" -v b="$now" 'BEGIN { printf "%6.1f", b - a }'
-}
-
-stage() {
-	STAGE=$*
-	printf 'models: [%ss] %s\n' "$(elapsed)" "$STAGE" >&2
-}
-
-die() {
-	printf 'models: error in stage "%s": %s\n' "$STAGE" "$*" >&2
-	exit 1
-}
-
-on_error() {
-	printf 'models: FAILED in stage "%s" (line %s, exit %s): %s\n' \
-		"$STAGE" "$2" "$1" "$3" >&2
-}
+NAME=models
+# shellcheck source=scripts/lib/cache.sh
+. "$SCRIPT_DIR/lib/cache.sh"
 
 recipe_key() {
 	sha256sum "$SCRIPT_DIR/models.sh" | cut -c1-16
@@ -231,63 +212,17 @@ extract() { # WHEELDIR OUT
 	PY
 }
 
-link_outlink() { # TARGET OUTLINK
-	local target=$1 link=$2
-	mkdir -p "$(dirname "$link")"
-	if [[ -e $link && ! -L $link ]]; then
-		die "$link exists and is not a symlink; move it away"
-	fi
-	ln -sfn "$target" "$link.tmp.$$"
-	mv -Tf "$link.tmp.$$" "$link"
-}
-
-# Remove every other recipe dir (and temp dirs of killed runs), under the lock.
-prune_cache() { # KEY
-	local d
-	for d in "$CACHE"/* "$CACHE"/.tmp-*; do
-		[[ -e $d && $(basename "$d") != "$1" ]] || continue
-		stage "pruning old model dir $d"
-		rm -rf --one-file-system "$d"
-	done
+fetch_and_extract() { # TMP: the wheels into TMP/wheels, the files into TMP/out
+	mkdir -p "$1/wheels"
+	stage "fetching onnx==$ONNX_VERSION and magika==$MAGIKA_VERSION wheels"
+	fetch_wheels "$1"
+	stage "extracting ${LIGHT_MODELS[*]} and magika $MAGIKA_MODEL"
+	extract "$1/wheels" "$1/out"
 }
 
 main() {
 	trap 'on_error $? $LINENO "$BASH_COMMAND"' ERR
-	local outlink=${1:-$REPO/target/models} key final tmp
-	key=$(recipe_key)
-	final=$CACHE/$key
-	mkdir -p "$CACHE"
-	exec 9>"$CACHE/.lock"
-	if ! flock -n 9; then
-		stage "waiting for another models.sh to finish"
-		flock 9
-	fi
-
-	if [[ -f $final/.complete ]]; then
-		stage "models $key are cached: $final"
-	else
-		stage "fetching onnx==$ONNX_VERSION and magika==$MAGIKA_VERSION wheels into $final"
-		[[ ! -e $final ]] || rm -rf --one-file-system "$final" # incomplete: never ours
-		ensure_tools
-		tmp=$CACHE/.tmp-$key-$$
-		rm -rf "$tmp"
-		mkdir -p "$tmp/out" "$tmp/wheels"
-		# shellcheck disable=SC2064 # expand $tmp now
-		trap "rm -rf --one-file-system '$tmp'" EXIT
-		fetch_wheels "$tmp"
-		stage "extracting ${LIGHT_MODELS[*]} and magika $MAGIKA_MODEL"
-		extract "$tmp/wheels" "$tmp/out"
-		date -u +%Y-%m-%dT%H:%M:%SZ >"$tmp/out/.complete"
-		mv -T "$tmp/out" "$final"
-		rm -rf --one-file-system "$tmp"
-		trap - EXIT
-	fi
-	prune_cache "$key"
-	link_outlink "$final" "$outlink"
-	local total
-	total=$(elapsed)
-	stage "done: $outlink -> $final (total ${total// /}s)"
-	printf '%s\n' "$final"
+	cached_build "${1:-$REPO/target/models}" fetch_and_extract
 }
 
 if [[ ${BASH_SOURCE[0]} == "$0" ]]; then
