@@ -53,15 +53,14 @@ mkdir -p "$work/base"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 \
   -subj /CN=localhost -addext subjectAltName=DNS:localhost \
   -keyout "$work/base/rootfs/etc/nginx/bench.key" -out "$work/base/rootfs/etc/nginx/bench.crt" 2>/dev/null
-cat >"$work/base/rootfs/etc/nginx/conf.d/bench-tls.conf" <<'CONF'
-server {
-    listen 9443 ssl;
-    ssl_certificate /etc/nginx/bench.crt;
-    ssl_certificate_key /etc/nginx/bench.key;
-    root /var/www/html;
-    index index.nginx-debian.html index.html;
-}
-CONF
+# The same site the shielded nginx serves (Debian's default: three index
+# candidates, try_files), moved to 9443 with TLS: only who ends TLS differs.
+site=$work/base/rootfs/etc/nginx/sites-available/default
+sed -e 's|listen 80 default_server;|listen 9443 ssl default_server;\n\tssl_certificate /etc/nginx/bench.crt;\n\tssl_certificate_key /etc/nginx/bench.key;|' \
+  -e 's|listen \[::\]:80 default_server;|listen [::]:9443 ssl default_server;|' "$site" >"$work/site-tls"
+grep -q "listen 9443 ssl default_server" "$work/site-tls"
+rm -f "$work/base/rootfs/etc/nginx/sites-enabled/default"
+cp "$work/site-tls" "$work/base/rootfs/etc/nginx/sites-enabled/default"
 (cd "$work/base" && runc spec)
 caps='["CAP_CHOWN","CAP_DAC_OVERRIDE","CAP_FOWNER","CAP_SETUID","CAP_SETGID","CAP_KILL","CAP_NET_BIND_SERVICE"]'
 jq --argjson caps "$caps" '.process.terminal = false | .process.args = ["nginx","-g","daemon off;"]
