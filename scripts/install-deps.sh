@@ -34,6 +34,6 @@ if ((${#missing[@]})); then
 fi
 
 if ! command -v cargo >/dev/null; then
-  echo "install-deps: error: cargo not found; install the Rust toolchain (rustup, Rust >= 1.85) and rerun" >&2
+  echo "install-deps: error: cargo not found; install the Rust toolchain (rustup, Rust >= 1.90) and rerun" >&2
   exit 1
 fi
