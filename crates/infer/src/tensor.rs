@@ -276,9 +276,17 @@ impl<T: fmt::Display> fmt::Display for ShowShape<'_, T> {
 /// One element type's conversions from JSON scalars.
 trait Element: Sized {
     const NAME: &'static str;
-    fn from_u64(v: u64) -> Option<Self>;
-    fn from_i64(v: i64) -> Option<Self>;
-    fn from_f64(v: f64) -> Option<Self>;
+    // Each `from_*` accepts the JSON values of its kind that fit; the
+    // defaults accept none (a bool tensor takes no numbers).
+    fn from_u64(_: u64) -> Option<Self> {
+        None
+    }
+    fn from_i64(_: i64) -> Option<Self> {
+        None
+    }
+    fn from_f64(_: f64) -> Option<Self> {
+        None
+    }
     fn from_bool(_: bool) -> Option<Self> {
         None
     }
@@ -378,15 +386,6 @@ impl Element for Half {
 
 impl Element for bool {
     const NAME: &'static str = "BOOL";
-    fn from_u64(_: u64) -> Option<Self> {
-        None
-    }
-    fn from_i64(_: i64) -> Option<Self> {
-        None
-    }
-    fn from_f64(_: f64) -> Option<Self> {
-        None
-    }
     fn from_bool(v: bool) -> Option<Self> {
         Some(v)
     }
@@ -397,15 +396,6 @@ impl Element for bool {
 
 impl Element for String {
     const NAME: &'static str = "BYTES";
-    fn from_u64(_: u64) -> Option<Self> {
-        None
-    }
-    fn from_i64(_: i64) -> Option<Self> {
-        None
-    }
-    fn from_f64(_: f64) -> Option<Self> {
-        None
-    }
     fn from_str(v: &str) -> Option<Self> {
         Some(v.to_string())
     }
