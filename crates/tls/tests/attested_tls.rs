@@ -140,6 +140,34 @@ fn serve(resolver: Arc<dyn ResolvesServerCert>) -> String {
     addr
 }
 
+/// Serves, for a fresh key `k` and workload `a`, certificates whose
+/// evidence extension `forge` builds from `k`, the workload's sim attester,
+/// its init data and the connection's nonce: each forging test changes one
+/// thing about an otherwise genuine extension.
+fn forging_server(
+    p: &Platform,
+    forge: impl Fn(&p256::SecretKey, &SimAttester, &InitData, Option<&[u8]>) -> TaggedEvidence
+        + Send
+        + Sync
+        + 'static,
+) -> String {
+    let i = init('a');
+    let key = generate_key().unwrap();
+    let attester = p.attester(&i);
+    let k = key.clone();
+    mint_server(key, move |n| {
+        let ext = forge(&k, &attester, &i, n.as_ref().map(|n| &n[..]));
+        certificate_with_evidence(&k, &i.workload_digest, &ext.to_cbor(), now(), HOUR).unwrap()
+    })
+}
+
+/// The CBOR claims binding `key`, `init` and `nonce`.
+fn claims_of(key: &p256::SecretKey, init: &InitData, nonce: Option<&[u8]>) -> Vec<u8> {
+    EvidenceClaims::new(&spki_der(key).unwrap(), init, nonce)
+        .unwrap()
+        .to_cbor()
+}
+
 fn now() -> SystemTime {
     SystemTime::now() - Duration::from_secs(60)
 }
@@ -298,28 +326,16 @@ fn an_untrusted_sim_root_is_refused() {
 #[test]
 fn evidence_for_another_key_is_refused() {
     let p = platform();
-    let i = init('a');
-    let key = generate_key().unwrap();
-    let attester = p.attester(&i);
-    let k = key.clone();
     // The attacker holds evidence a TEE made for its key `thief`, and tries
-    // to reuse it with its own (non-TEE) key `k`.
+    // to reuse it with its own (non-TEE) key.
     let thief = generate_key().unwrap();
-    let addr = mint_server(key, move |n| {
-        let nonce = n.as_ref().map(|n| &n[..]);
-        let genuine = EvidenceClaims::new(&spki_der(&thief).unwrap(), &i, nonce)
-            .unwrap()
-            .to_cbor();
-        let evidence = attester.evidence(&report_data(&genuine)).unwrap();
-        let mine = EvidenceClaims::new(&spki_der(&k).unwrap(), &i, nonce)
-            .unwrap()
-            .to_cbor();
-        let ext = TaggedEvidence {
+    let addr = forging_server(&p, move |k, attester, i, nonce| {
+        let genuine = claims_of(&thief, i, nonce);
+        TaggedEvidence {
             tag: tag_for(Tee::Sim),
-            evidence,
-            claims: mine,
-        };
-        certificate_with_evidence(&k, &i.workload_digest, &ext.to_cbor(), now(), HOUR).unwrap()
+            evidence: attester.evidence(&report_data(&genuine)).unwrap(),
+            claims: claims_of(k, i, nonce),
+        }
     });
     let e = refused(&addr, &expect(&init('a'), &p.root));
     assert!(matches!(e, Error::ReportData { .. }), "{e}");
@@ -401,22 +417,15 @@ fn a_replayed_certificate_is_refused() {
 #[test]
 fn tampered_evidence_is_refused() {
     let p = platform();
-    let i = init('a');
-    let key = generate_key().unwrap();
-    let attester = p.attester(&i);
-    let k = key.clone();
-    let addr = mint_server(key, move |n| {
-        let claims = EvidenceClaims::new(&spki_der(&k).unwrap(), &i, n.as_ref().map(|n| &n[..]))
-            .unwrap()
-            .to_cbor();
+    let addr = forging_server(&p, |k, attester, i, nonce| {
+        let claims = claims_of(k, i, nonce);
         let mut evidence = attester.evidence(&report_data(&claims)).unwrap();
         evidence[20] ^= 1; // a launch measurement byte
-        let ext = TaggedEvidence {
+        TaggedEvidence {
             tag: tag_for(Tee::Sim),
             evidence,
             claims,
-        };
-        certificate_with_evidence(&k, &i.workload_digest, &ext.to_cbor(), now(), HOUR).unwrap()
+        }
     });
     let e = refused(&addr, &expect(&init('a'), &p.root));
     assert!(
@@ -428,21 +437,16 @@ fn tampered_evidence_is_refused() {
 #[test]
 fn tampered_claims_are_refused() {
     let p = platform();
-    let i = init('a');
-    let key = generate_key().unwrap();
-    let attester = p.attester(&i);
-    let k = key.clone();
     // Evidence for claims without a nonce; the nonce added afterwards.
-    let addr = mint_server(key, move |n| {
-        let mut claims = EvidenceClaims::new(&spki_der(&k).unwrap(), &i, None).unwrap();
+    let addr = forging_server(&p, |k, attester, i, nonce| {
+        let mut claims = EvidenceClaims::new(&spki_der(k).unwrap(), i, None).unwrap();
         let evidence = attester.evidence(&report_data(&claims.to_cbor())).unwrap();
-        claims.nonce = n.map(|n| n.to_vec());
-        let ext = TaggedEvidence {
+        claims.nonce = nonce.map(<[u8]>::to_vec);
+        TaggedEvidence {
             tag: tag_for(Tee::Sim),
             evidence,
             claims: claims.to_cbor(),
-        };
-        certificate_with_evidence(&k, &i.workload_digest, &ext.to_cbor(), now(), HOUR).unwrap()
+        }
     });
     let e = refused(&addr, &expect(&init('a'), &p.root));
     assert!(matches!(e, Error::ReportData { .. }), "{e}");
@@ -451,21 +455,13 @@ fn tampered_claims_are_refused() {
 #[test]
 fn evidence_under_another_tee_tag_is_refused() {
     let p = platform();
-    let i = init('a');
-    let key = generate_key().unwrap();
-    let attester = p.attester(&i);
-    let k = key.clone();
-    let addr = mint_server(key, move |n| {
-        let claims = EvidenceClaims::new(&spki_der(&k).unwrap(), &i, n.as_ref().map(|n| &n[..]))
-            .unwrap()
-            .to_cbor();
-        let evidence = attester.evidence(&report_data(&claims)).unwrap();
-        let ext = TaggedEvidence {
+    let addr = forging_server(&p, |k, attester, i, nonce| {
+        let claims = claims_of(k, i, nonce);
+        TaggedEvidence {
             tag: TAG_SEV_SNP,
-            evidence,
+            evidence: attester.evidence(&report_data(&claims)).unwrap(),
             claims,
-        };
-        certificate_with_evidence(&k, &i.workload_digest, &ext.to_cbor(), now(), HOUR).unwrap()
+        }
     });
     let e = refused(&addr, &expect(&init('a'), &p.root));
     assert!(
