@@ -74,6 +74,11 @@ pub struct ChunkStore {
     shared: Arc<Shared>,
     jobs: SyncSender<Job>,
     done: Receiver<io::Result<(usize, Piece)>>,
+    /// Chunk buffers the workers are done with, to be filled again: reusing
+    /// them spares zero-filling a new buffer for every chunk.
+    spare: Receiver<Vec<u8>>,
+    /// A buffer taken but not filled (the content ended).
+    idle: Option<Vec<u8>>,
     workers: Vec<JoinHandle<()>>,
     pieces: usize,
     contents: HashMap<Digest, Content>,
@@ -94,10 +99,12 @@ impl ChunkStore {
         let (jobs, queue) = mpsc::sync_channel::<Job>(threads * QUEUE_PER_WORKER);
         let queue = Arc::new(Mutex::new(queue));
         let (done_tx, done) = mpsc::channel();
+        let (spare_tx, spare) = mpsc::channel();
         let workers = (0..threads)
             .map(|_| {
-                let (shared, queue, done) = (shared.clone(), queue.clone(), done_tx.clone());
-                std::thread::spawn(move || compress_worker(&shared, &queue, &done))
+                let (shared, queue) = (shared.clone(), queue.clone());
+                let (done, spare) = (done_tx.clone(), spare_tx.clone());
+                std::thread::spawn(move || compress_worker(&shared, &queue, &done, &spare))
             })
             .collect();
         Ok(ChunkStore {
@@ -105,6 +112,8 @@ impl ChunkStore {
             shared,
             jobs,
             done,
+            spare,
+            idle: None,
             workers,
             pieces: 0,
             contents: HashMap::new(),
@@ -147,13 +156,19 @@ impl ContentStore for ChunkStore {
         let mut size = 0u64;
         let first = self.pieces;
         loop {
-            let mut chunk = Vec::with_capacity(self.chunk_size);
-            (&mut *data)
-                .take(self.chunk_size as u64)
-                .read_to_end(&mut chunk)?;
-            if chunk.is_empty() {
+            let mut chunk = self
+                .idle
+                .take()
+                .or_else(|| self.spare.try_recv().ok())
+                .unwrap_or_default();
+            // Zero-fills only a new buffer, or the tail of a short one.
+            chunk.resize(self.chunk_size, 0);
+            let n = read_full(data, &mut chunk)?;
+            if n == 0 {
+                self.idle = Some(chunk);
                 break;
             }
+            chunk.truncate(n);
             hasher.update(&chunk);
             size += chunk.len() as u64;
             let full = chunk.len() == self.chunk_size;
@@ -179,14 +194,31 @@ impl ContentStore for ChunkStore {
     }
 }
 
+/// Reads from `r` until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Takes chunks off the queue until it closes: compresses each where that
-/// saves at least 1/16, appends it to the scratch file and reports where.
+/// saves at least 1/16, appends it to the scratch file, reports where and
+/// hands the chunk's buffer back on `spare`.
 fn compress_worker(
     shared: &Shared,
     queue: &Mutex<Receiver<Job>>,
     done: &mpsc::Sender<io::Result<(usize, Piece)>>,
+    spare: &mpsc::Sender<Vec<u8>>,
 ) {
     let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+    let mut compressed = Vec::new();
     loop {
         let job = match queue.lock() {
             Ok(queue) => queue.recv(),
@@ -196,17 +228,18 @@ fn compress_worker(
             return;
         };
         let plain_len = data.len();
-        let compressed = match &mut compressor {
-            Some(c) if plain_len >= MIN_COMPRESS => c
-                .compress(&data)
-                .ok()
-                .filter(|c| c.len() < plain_len - plain_len / 16),
-            _ => None,
+        let zstd = match &mut compressor {
+            Some(c) if plain_len >= MIN_COMPRESS => {
+                compressed.clear();
+                compressed.reserve(zstd::zstd_safe::compress_bound(plain_len));
+                c.compress_to_buffer(&data, &mut compressed).is_ok()
+                    && compressed.len() < plain_len - plain_len / 16
+            }
+            _ => false,
         };
-        let zstd = compressed.is_some();
-        let body = compressed.unwrap_or(data);
+        let body = if zstd { &compressed } else { &data };
         let offset = shared.end.fetch_add(body.len() as u64, Ordering::Relaxed);
-        let result = shared.file.write_all_at(&body, offset).map(|()| {
+        let result = shared.file.write_all_at(body, offset).map(|()| {
             let piece = Piece {
                 offset,
                 len: body.len() as u32,
@@ -215,6 +248,8 @@ fn compress_worker(
             };
             (number, piece)
         });
+        // The store may be gone already: then the buffer is simply freed.
+        let _ = spare.send(data);
         if done.send(result).is_err() {
             return;
         }
