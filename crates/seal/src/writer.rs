@@ -7,6 +7,7 @@
 //! [`SealPlan::write`] encrypts and writes the chunks in parallel, then the
 //! table, the index and the header.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -41,14 +42,14 @@ pub struct SealSummary {
 }
 
 /// One chunk of the blob: which piece, whether it is encrypted, where it goes.
-struct Planned {
-    piece: Piece,
+struct Planned<'a> {
+    piece: &'a Piece,
     encrypt: bool,
     /// Offset in the blob.
     offset: u64,
 }
 
-impl Planned {
+impl Planned<'_> {
     fn flags(&self) -> u8 {
         (if self.encrypt { FLAG_ENCRYPTED } else { 0 })
             | (if self.piece.zstd { FLAG_ZSTD } else { 0 })
@@ -62,7 +63,7 @@ pub struct SealPlan<'a> {
     keys: DerivedKeys,
     chunk_size: u32,
     tree_digest: Digest,
-    planned: Vec<Planned>,
+    planned: Vec<Planned<'a>>,
     /// The zstd-compressed JSON index, to be encrypted.
     index: Vec<u8>,
     table_offset: u64,
@@ -111,7 +112,7 @@ impl<'a> SealPlan<'a> {
                         })?;
                         let encrypt = encrypt_content[digest];
                         let first = planned.len() as u64;
-                        for &piece in chunks.pieces(*content) {
+                        for piece in chunks.pieces(*content) {
                             let p = Planned {
                                 piece,
                                 encrypt,
@@ -178,16 +179,16 @@ impl<'a> SealPlan<'a> {
             .map(|(number, p)| {
                 let body = self
                     .chunks
-                    .read(&p.piece)
-                    .map_err(|e| Error::io("reading the chunk scratch file", e))?;
+                    .read(p.piece)
+                    .map_err(|e| Error::io("reading a stored chunk", e))?;
                 let flags = p.flags();
                 let bytes = if p.encrypt {
                     let number = number as u64;
-                    chunk_key.seal(
+                    Cow::Owned(chunk_key.seal(
                         self.keys.nonce(CHUNK_AAD, number, &body),
                         &body,
                         &chunk_aad(number, flags, p.piece.plain_len),
-                    )?
+                    )?)
                 } else {
                     body
                 };
