@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use cocoon_image::flatten::flatten;
 use cocoon_image::store::CasDir;
-use cocoon_image::transport::{resolve, RawManifest, ResolvedImage};
+use cocoon_image::transport::{resolve, RawManifest};
 use cocoon_image::{layer, media};
 use cocoon_image::{Digest, EntryKind, ImageDest, ImageSource, Platform, Tree};
 use serde_json::json;
@@ -108,6 +108,8 @@ pub fn convert(
     (req.progress)("flatten", 0, source_bytes);
     let mut store = ChunkStore::new(req.scratch, req.options.chunk_size)?;
     let tree = flatten(src, &image, &mut store)?;
+    // The tree digest is worked out while the last chunks are compressed.
+    let manifest = WorkloadManifest::new(&image, &tree, &req.options)?;
     let chunks = store.finish()?;
     (req.progress)("flatten", source_bytes, source_bytes);
     // Layer 1 needs only the launcher: build it while the tree is sealed,
@@ -116,7 +118,7 @@ pub fn convert(
     let (sealed, (launcher_layer, launcher_tar_bytes_digest)) =
         std::thread::scope(|scope| -> Result<_> {
             let launcher = scope.spawn(|| launcher_layer(req.launcher));
-            let sealed = seal_layer(&image, &tree, chunks, req);
+            let sealed = seal_layer(manifest, &tree, chunks, req);
             let launcher = launcher.join().map_err(|_| {
                 Error::io(
                     "building the launcher layer",
@@ -248,18 +250,17 @@ struct SealLayer {
     size: u64,
 }
 
-/// Seals the flattened `tree`, whose contents are compressed in `chunks`,
-/// and writes layer 2 (uncompressed tar: the blob is compressed inside) to
+/// Seals the flattened `tree` of `manifest`, whose contents are compressed
+/// in `chunks`, and writes layer 2 (uncompressed tar: the blob is compressed inside) to
 /// a scratch file: `/cocoon/manifest.json`, `/cocoon/sealed.blob` written
 /// in place, then `/cocoon/seal.json`, which signs the blob's header and so
 /// comes last.
 fn seal_layer(
-    image: &ResolvedImage,
+    manifest: WorkloadManifest,
     tree: &Tree,
     chunks: Chunks,
     req: &ConvertRequest<'_>,
 ) -> Result<SealLayer> {
-    let manifest = WorkloadManifest::new(image, tree, &req.options)?;
     let manifest_json = manifest.canonical_json()?;
     let workload_digest = Digest::of(&manifest_json);
     let plan = SealPlan::new(tree, &chunks, &manifest, req.key)?;
