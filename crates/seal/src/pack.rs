@@ -69,10 +69,13 @@ pub(crate) struct Content {
     pub count: usize,
 }
 
-/// A piece of content for a worker.
+/// A piece of content for a worker: the first `len` bytes of `buf`, a
+/// chunk-size buffer (kept at full length, so that filling it again needs
+/// no zero-filling).
 struct Job {
     number: usize,
-    data: Vec<u8>,
+    buf: Vec<u8>,
+    len: usize,
 }
 
 /// What the workers share.
@@ -185,20 +188,20 @@ impl ContentStore for ChunkStore {
                 .take()
                 .or_else(|| self.spare.try_recv().ok())
                 .unwrap_or_default();
-            // Zero-fills only a new buffer, or the tail of a short one.
+            // Zero-fills only a new buffer.
             chunk.resize(self.chunk_size, 0);
             let n = read_full(data, &mut chunk)?;
             if n == 0 {
                 self.idle = Some(chunk);
                 break;
             }
-            chunk.truncate(n);
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            let full = chunk.len() == self.chunk_size;
+            hasher.update(&chunk[..n]);
+            size += n as u64;
+            let full = n == self.chunk_size;
             let job = Job {
                 number: self.pieces,
-                data: chunk,
+                buf: chunk,
+                len: n,
             };
             self.pieces += 1;
             self.jobs
@@ -249,15 +252,16 @@ fn compress_worker(
             Ok(queue) => queue.recv(),
             Err(_) => return,
         };
-        let Ok(Job { number, data }) = job else {
+        let Ok(Job { number, buf, len }) = job else {
             return;
         };
+        let data = &buf[..len];
         let plain_len = data.len();
         let zstd = match &mut compressor {
             Some(c) if plain_len >= MIN_COMPRESS => {
                 compressed.clear();
                 compressed.reserve(zstd::zstd_safe::compress_bound(plain_len));
-                c.compress_to_buffer(&data, &mut compressed).is_ok()
+                c.compress_to_buffer(data, &mut compressed).is_ok()
                     && compressed.len() < plain_len - plain_len / 16
             }
             _ => false,
@@ -269,10 +273,10 @@ fn compress_worker(
                 left.checked_sub(len as u64)
             })
             .is_ok();
-        let body = if zstd { &compressed } else { &data };
+        let body = if zstd { &compressed[..] } else { data };
         let stored = if kept {
             // A copy of just the stored bytes: the buffers are chunk-size.
-            Ok(Stored::Memory(body.clone()))
+            Ok(Stored::Memory(body.to_vec()))
         } else {
             let offset = shared.end.fetch_add(len as u64, Ordering::Relaxed);
             shared
@@ -290,7 +294,7 @@ fn compress_worker(
             (number, piece)
         });
         // The store may be gone already: then the buffer is simply freed.
-        let _ = spare.send(data);
+        let _ = spare.send(buf);
         if done.send(result).is_err() {
             return;
         }
