@@ -29,13 +29,13 @@ use cocoon_image::flatten::flatten;
 use cocoon_image::store::CasDir;
 use cocoon_image::transport::{resolve, RawManifest};
 use cocoon_image::{layer, media};
-use cocoon_image::{Digest, EntryKind, ImageDest, ImageSource, Platform, Tree};
+use cocoon_image::{Digest, EntryKind, ImageDest, ImageSource, Platform};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 use crate::keys::ImageKey;
-use crate::manifest::{WorkloadManifest, WorkloadOptions};
+use crate::manifest::{TreeRecords, WorkloadManifest, WorkloadOptions};
 use crate::pack::{ChunkStore, Chunks};
 use crate::reader::SealedBlob;
 use crate::signing::{BlobRef, OwnerKey, OwnerPublicKey, SealDescriptor, SignedSeal};
@@ -109,7 +109,8 @@ pub fn convert(
     let mut store = ChunkStore::new(req.scratch, req.options.chunk_size)?;
     let tree = flatten(src, &image, &mut store)?;
     // The tree digest is worked out while the last chunks are compressed.
-    let manifest = WorkloadManifest::new(&image, &tree, &req.options)?;
+    let records = TreeRecords::of(&tree)?;
+    let manifest = WorkloadManifest::new(&image, records.summary().clone(), &req.options)?;
     let chunks = store.finish()?;
     (req.progress)("flatten", source_bytes, source_bytes);
     // Layer 1 needs only the launcher: build it while the tree is sealed,
@@ -118,7 +119,7 @@ pub fn convert(
     let (sealed, (launcher_layer, launcher_tar_bytes_digest)) =
         std::thread::scope(|scope| -> Result<_> {
             let launcher = scope.spawn(|| launcher_layer(req.launcher));
-            let sealed = seal_layer(manifest, &tree, chunks, req);
+            let sealed = seal_layer(manifest, records, chunks, req);
             let launcher = launcher.join().map_err(|_| {
                 Error::io(
                     "building the launcher layer",
@@ -250,20 +251,20 @@ struct SealLayer {
     size: u64,
 }
 
-/// Seals the flattened `tree` of `manifest`, whose contents are compressed
-/// in `chunks`, and writes layer 2 (uncompressed tar: the blob is compressed inside) to
+/// Seals the flattened tree of `manifest` (its `records`), whose contents
+/// are compressed in `chunks`, and writes layer 2 (uncompressed tar: the blob is compressed inside) to
 /// a scratch file: `/cocoon/manifest.json`, `/cocoon/sealed.blob` written
 /// in place, then `/cocoon/seal.json`, which signs the blob's header and so
 /// comes last.
 fn seal_layer(
     manifest: WorkloadManifest,
-    tree: &Tree,
+    records: TreeRecords,
     chunks: Chunks,
     req: &ConvertRequest<'_>,
 ) -> Result<SealLayer> {
     let manifest_json = manifest.canonical_json()?;
     let workload_digest = Digest::of(&manifest_json);
-    let plan = SealPlan::new(tree, &chunks, &manifest, req.key)?;
+    let plan = SealPlan::new(records, &chunks, &manifest, req.key)?;
 
     let path = req.scratch.join("seal-layer.tar");
     let layer = create(&path)?;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use cocoon_image::{Digest, EntryKind, Tree};
+use cocoon_image::{Digest, EntryKind};
 use rayon::prelude::*;
 
 use crate::aead::AeadKey;
@@ -23,7 +23,7 @@ use crate::format::{
 };
 use crate::index::{DataRef, Index, IndexEntry};
 use crate::keys::{DerivedKeys, ImageKey};
-use crate::manifest::{summarize_records, tree_records, WorkloadManifest};
+use crate::manifest::{TreeRecords, WorkloadManifest};
 use crate::pack::{Chunks, Piece, ZSTD_LEVEL};
 
 /// What was written.
@@ -70,23 +70,22 @@ pub struct SealPlan<'a> {
 }
 
 impl<'a> SealPlan<'a> {
-    /// Lays out the blob of `tree`, whose contents are in `chunks`: each
-    /// distinct content once, in tree order; a content is encrypted when any
-    /// path holding it is under an encrypted path of `manifest`. Refuses a
-    /// tree or chunk size other than the manifest's.
+    /// Lays out the blob of the tree with records `tree`, whose contents are
+    /// in `chunks`: each distinct content once, in tree order; a content is
+    /// encrypted when any path holding it is under an encrypted path of
+    /// `manifest`. Refuses a tree or chunk size other than the manifest's.
     pub fn new(
-        tree: &Tree,
+        tree: TreeRecords,
         chunks: &'a Chunks,
         manifest: &WorkloadManifest,
         key: &ImageKey,
     ) -> Result<Self> {
-        let records = tree_records(tree);
-        let summary = summarize_records(&records)?;
-        if summary != manifest.tree || chunks.chunk_size != manifest.seal.chunk_size {
+        if *tree.summary() != manifest.tree || chunks.chunk_size != manifest.seal.chunk_size {
             return Err(Error::Tampered(
                 "the tree to seal is not the tree the manifest describes".into(),
             ));
         }
+        let records = tree.into_records();
         // A content shared by several paths is stored once, encrypted if any
         // of its paths is.
         let mut encrypt_content: HashMap<Digest, bool> = HashMap::new();
