@@ -12,8 +12,9 @@
 //!
 //! Work overlaps: file contents are compressed while the layers are still
 //! being decompressed and parsed ([`ChunkStore`]), the launcher layer is
-//! built on its own thread, and the blob is encrypted in parallel straight
-//! into the layer file, which is then moved into the destination.
+//! built on its own thread while the tree is sealed, and the blob is
+//! encrypted in parallel straight into the layer file, which is then moved
+//! into the destination.
 //!
 //! The source reference and digest are recorded as a manifest annotation
 //! (provenance), outside the workload digest. Output is deterministic: the
@@ -26,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use cocoon_image::flatten::flatten;
 use cocoon_image::store::CasDir;
-use cocoon_image::transport::{resolve, RawManifest, ResolvedImage};
+use cocoon_image::transport::{resolve, RawManifest};
 use cocoon_image::{layer, media};
 use cocoon_image::{Digest, EntryKind, ImageDest, ImageSource, Platform};
 use serde_json::json;
@@ -34,8 +35,8 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
 use crate::keys::ImageKey;
-use crate::manifest::{WorkloadManifest, WorkloadOptions};
-use crate::pack::ChunkStore;
+use crate::manifest::{TreeRecords, WorkloadManifest, WorkloadOptions};
+use crate::pack::{ChunkStore, Chunks};
 use crate::reader::SealedBlob;
 use crate::signing::{BlobRef, OwnerKey, OwnerPublicKey, SealDescriptor, SignedSeal};
 use crate::writer::{SealPlan, SealSummary};
@@ -104,11 +105,21 @@ pub fn convert(
     }
     let image = resolve(src, platform)?;
     let source_bytes: u64 = image.parsed.layers().iter().map(|l| l.size()).sum();
-    // Layer 1 needs only the launcher: build it while the image is sealed.
+    (req.progress)("flatten", 0, source_bytes);
+    let mut store = ChunkStore::new(req.scratch, req.options.chunk_size)?;
+    let tree = flatten(src, &image, &mut store)?;
+    // The tree digest is worked out while the last chunks are compressed.
+    let records = TreeRecords::of(&tree)?;
+    let manifest = WorkloadManifest::new(&image, records.summary().clone(), &req.options)?;
+    let chunks = store.finish()?;
+    (req.progress)("flatten", source_bytes, source_bytes);
+    // Layer 1 needs only the launcher: build it while the tree is sealed,
+    // whose last steps (hashing the layer, signing) leave a core idle,
+    // rather than during flattening, which keeps every core busy.
     let (sealed, (launcher_layer, launcher_tar_bytes_digest)) =
         std::thread::scope(|scope| -> Result<_> {
             let launcher = scope.spawn(|| launcher_layer(req.launcher));
-            let sealed = seal_layer(src, &image, req, source_bytes);
+            let sealed = seal_layer(manifest, records, chunks, req);
             let launcher = launcher.join().map_err(|_| {
                 Error::io(
                     "building the launcher layer",
@@ -240,26 +251,20 @@ struct SealLayer {
     size: u64,
 }
 
-/// Flattens the image (compressing contents as they come), seals it and
-/// writes layer 2 (uncompressed tar: the blob is compressed inside) to a
-/// scratch file: `/cocoon/manifest.json`, `/cocoon/sealed.blob` written in
-/// place, then `/cocoon/seal.json`, which signs the blob's header and so
+/// Seals the flattened tree of `manifest` (its `records`), whose contents
+/// are compressed in `chunks`, and writes layer 2 (uncompressed tar: the blob is compressed inside) to
+/// a scratch file: `/cocoon/manifest.json`, `/cocoon/sealed.blob` written
+/// in place, then `/cocoon/seal.json`, which signs the blob's header and so
 /// comes last.
 fn seal_layer(
-    src: &mut dyn ImageSource,
-    image: &ResolvedImage,
+    manifest: WorkloadManifest,
+    records: TreeRecords,
+    chunks: Chunks,
     req: &ConvertRequest<'_>,
-    source_bytes: u64,
 ) -> Result<SealLayer> {
-    (req.progress)("flatten", 0, source_bytes);
-    let mut store = ChunkStore::new(req.scratch, req.options.chunk_size)?;
-    let tree = flatten(src, image, &mut store)?;
-    let chunks = store.finish()?;
-    (req.progress)("flatten", source_bytes, source_bytes);
-    let manifest = WorkloadManifest::new(image, &tree, &req.options)?;
     let manifest_json = manifest.canonical_json()?;
     let workload_digest = Digest::of(&manifest_json);
-    let plan = SealPlan::new(&tree, &chunks, &manifest, req.key)?;
+    let plan = SealPlan::new(records, &chunks, &manifest, req.key)?;
 
     let path = req.scratch.join("seal-layer.tar");
     let layer = create(&path)?;

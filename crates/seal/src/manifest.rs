@@ -221,9 +221,12 @@ pub struct WorkloadManifest {
 }
 
 impl WorkloadManifest {
-    /// The manifest of an image whose flattened tree is `tree`.
-    pub fn new(image: &ResolvedImage, tree: &Tree, opts: &WorkloadOptions) -> Result<Self, Error> {
-        let tree = summarize(tree)?;
+    /// The manifest of an image whose flattened tree is summarized by `tree`.
+    pub fn new(
+        image: &ResolvedImage,
+        tree: TreeSummary,
+        opts: &WorkloadOptions,
+    ) -> Result<Self, Error> {
         let mut encrypted = opts
             .encrypted
             .iter()
@@ -392,4 +395,32 @@ pub fn summarize_records(records: &[TreeRecord]) -> Result<TreeSummary, Error> {
 /// The tree digest of a flattened tree.
 pub fn summarize(tree: &Tree) -> Result<TreeSummary, Error> {
     summarize_records(&tree_records(tree))
+}
+
+/// The records of a flattened tree together with their summary, worked out
+/// once for both the manifest and the sealed index (canonical JSON of every
+/// record is the costly part). The summary always matches the records.
+#[derive(Debug, Clone)]
+pub struct TreeRecords {
+    records: Vec<TreeRecord>,
+    summary: TreeSummary,
+}
+
+impl TreeRecords {
+    /// The records and summary of `tree`.
+    pub fn of(tree: &Tree) -> Result<Self, Error> {
+        let records = tree_records(tree);
+        let summary = summarize_records(&records)?;
+        Ok(TreeRecords { records, summary })
+    }
+
+    /// The summary (tree digest and counts).
+    pub fn summary(&self) -> &TreeSummary {
+        &self.summary
+    }
+
+    /// The records, in byte order of the paths.
+    pub(crate) fn into_records(self) -> Vec<TreeRecord> {
+        self.records
+    }
 }

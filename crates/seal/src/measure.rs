@@ -6,7 +6,7 @@ use cocoon_image::transport::resolve;
 use cocoon_image::{ImageSource, Platform};
 
 use crate::error::Result;
-use crate::manifest::{WorkloadManifest, WorkloadOptions};
+use crate::manifest::{summarize, WorkloadManifest, WorkloadOptions};
 
 /// Reads the `platform` image from `src`, flattens it and returns the
 /// workload manifest that `convert` with the same options would seal.
@@ -17,5 +17,5 @@ pub fn measure(
 ) -> Result<WorkloadManifest> {
     let image = resolve(src, platform)?;
     let tree = flatten(src, &image, &mut HashOnly)?;
-    Ok(WorkloadManifest::new(&image, &tree, opts)?)
+    Ok(WorkloadManifest::new(&image, summarize(&tree)?, opts)?)
 }

@@ -5,10 +5,14 @@
 //! the finished tree), so it can start as soon as flattening meets a file:
 //! [`ChunkStore`] is the [`ContentStore`] flattening writes to. It hashes
 //! each content, cuts it into chunk-size pieces and hands them to worker
-//! threads, which compress them and append the result to one scratch file
-//! while decompression and tar parsing go on. The writer then only encrypts
-//! and places what [`Chunks`] holds, in tree order.
+//! threads, which compress them while decompression and tar parsing go on,
+//! and keep the result in memory up to [`MEMORY_BUDGET`] bytes in all, then
+//! append it to one scratch file. (Writing a scratch file and reading it
+//! back cost as much CPU as a tenth of the work of sealing a Debian image.)
+//! The writer then only encrypts and places what [`Chunks`] holds, in tree
+//! order.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
@@ -33,18 +37,29 @@ pub(crate) const ZSTD_LEVEL: i32 = 1;
 const MIN_COMPRESS: usize = 256;
 /// Chunks waiting for a worker, per worker: bounds the memory in flight.
 const QUEUE_PER_WORKER: usize = 16;
+/// Stored bytes of chunks kept in memory, in all; later chunks go to the
+/// scratch file.
+pub const MEMORY_BUDGET: u64 = 256 << 20;
 
-/// One chunk as stored in the scratch file: its content, or a zstd frame of it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One chunk as stored: its content, or a zstd frame of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Piece {
-    /// Where it is in the scratch file.
-    pub offset: u64,
-    /// Bytes in the scratch file.
+    /// Where the stored bytes are.
+    stored: Stored,
+    /// Stored bytes.
     pub len: u32,
     /// Content bytes.
     pub plain_len: u32,
     /// Whether the bytes are a zstd frame.
     pub zstd: bool,
+}
+
+/// Where a piece's stored bytes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stored {
+    Memory(Vec<u8>),
+    /// At this offset in the scratch file.
+    File(u64),
 }
 
 /// Where one content's pieces are: `count` consecutive pieces from `first`.
@@ -54,16 +69,21 @@ pub(crate) struct Content {
     pub count: usize,
 }
 
-/// A piece of content for a worker.
+/// A piece of content for a worker: the first `len` bytes of `buf`, a
+/// chunk-size buffer (kept at full length, so that filling it again needs
+/// no zero-filling).
 struct Job {
     number: usize,
-    data: Vec<u8>,
+    buf: Vec<u8>,
+    len: usize,
 }
 
 /// What the workers share.
 struct Shared {
     file: File,
     end: AtomicU64,
+    /// What is left of the memory budget.
+    memory: AtomicU64,
 }
 
 /// Receives contents while an image is flattened: hashes each, cuts it into
@@ -74,6 +94,11 @@ pub struct ChunkStore {
     shared: Arc<Shared>,
     jobs: SyncSender<Job>,
     done: Receiver<io::Result<(usize, Piece)>>,
+    /// Chunk buffers the workers are done with, to be filled again: reusing
+    /// them spares zero-filling a new buffer for every chunk.
+    spare: Receiver<Vec<u8>>,
+    /// A buffer taken but not filled (the content ended).
+    idle: Option<Vec<u8>>,
     workers: Vec<JoinHandle<()>>,
     pieces: usize,
     contents: HashMap<Digest, Content>,
@@ -81,23 +106,32 @@ pub struct ChunkStore {
 
 impl ChunkStore {
     /// A store cutting contents into `chunk_size` chunks (a size the format
-    /// allows), with its scratch file in `dir`.
+    /// allows), keeping up to [`MEMORY_BUDGET`] bytes of them in memory and
+    /// the rest in a scratch file in `dir`.
     pub fn new(dir: &Path, chunk_size: u32) -> crate::Result<Self> {
+        Self::with_memory(dir, chunk_size, MEMORY_BUDGET)
+    }
+
+    /// A store keeping up to `memory` bytes of chunks in memory.
+    fn with_memory(dir: &Path, chunk_size: u32, memory: u64) -> crate::Result<Self> {
         check_chunk_size(chunk_size)?;
         let file = tempfile::tempfile_in(dir)
             .map_err(|e| crate::Error::io("creating the chunk scratch file", e))?;
         let shared = Arc::new(Shared {
             file,
             end: AtomicU64::new(0),
+            memory: AtomicU64::new(memory),
         });
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let (jobs, queue) = mpsc::sync_channel::<Job>(threads * QUEUE_PER_WORKER);
         let queue = Arc::new(Mutex::new(queue));
         let (done_tx, done) = mpsc::channel();
+        let (spare_tx, spare) = mpsc::channel();
         let workers = (0..threads)
             .map(|_| {
-                let (shared, queue, done) = (shared.clone(), queue.clone(), done_tx.clone());
-                std::thread::spawn(move || compress_worker(&shared, &queue, &done))
+                let (shared, queue) = (shared.clone(), queue.clone());
+                let (done, spare) = (done_tx.clone(), spare_tx.clone());
+                std::thread::spawn(move || compress_worker(&shared, &queue, &done, &spare))
             })
             .collect();
         Ok(ChunkStore {
@@ -105,6 +139,8 @@ impl ChunkStore {
             shared,
             jobs,
             done,
+            spare,
+            idle: None,
             workers,
             pieces: 0,
             contents: HashMap::new(),
@@ -120,7 +156,7 @@ impl ChunkStore {
             w.join()
                 .map_err(|_| failed("a compression thread panicked"))?;
         }
-        let mut pieces = vec![None; self.pieces];
+        let mut pieces: Vec<Option<Piece>> = (0..self.pieces).map(|_| None).collect();
         for result in self.done.try_iter() {
             let (number, piece) =
                 result.map_err(|e| crate::Error::io("writing the chunk scratch file", e))?;
@@ -147,19 +183,25 @@ impl ContentStore for ChunkStore {
         let mut size = 0u64;
         let first = self.pieces;
         loop {
-            let mut chunk = Vec::with_capacity(self.chunk_size);
-            (&mut *data)
-                .take(self.chunk_size as u64)
-                .read_to_end(&mut chunk)?;
-            if chunk.is_empty() {
+            let mut chunk = self
+                .idle
+                .take()
+                .or_else(|| self.spare.try_recv().ok())
+                .unwrap_or_default();
+            // Zero-fills only a new buffer.
+            chunk.resize(self.chunk_size, 0);
+            let n = read_full(data, &mut chunk)?;
+            if n == 0 {
+                self.idle = Some(chunk);
                 break;
             }
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            let full = chunk.len() == self.chunk_size;
+            hasher.update(&chunk[..n]);
+            size += n as u64;
+            let full = n == self.chunk_size;
             let job = Job {
                 number: self.pieces,
-                data: chunk,
+                buf: chunk,
+                len: n,
             };
             self.pieces += 1;
             self.jobs
@@ -179,42 +221,80 @@ impl ContentStore for ChunkStore {
     }
 }
 
+/// Reads from `r` until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 /// Takes chunks off the queue until it closes: compresses each where that
-/// saves at least 1/16, appends it to the scratch file and reports where.
+/// saves at least 1/16, keeps it in memory while the budget lasts or else
+/// appends it to the scratch file, reports where, and hands the chunk's
+/// buffer back on `spare`.
 fn compress_worker(
     shared: &Shared,
     queue: &Mutex<Receiver<Job>>,
     done: &mpsc::Sender<io::Result<(usize, Piece)>>,
+    spare: &mpsc::Sender<Vec<u8>>,
 ) {
     let mut compressor = zstd::bulk::Compressor::new(ZSTD_LEVEL).ok();
+    let mut compressed = Vec::new();
     loop {
         let job = match queue.lock() {
             Ok(queue) => queue.recv(),
             Err(_) => return,
         };
-        let Ok(Job { number, data }) = job else {
+        let Ok(Job { number, buf, len }) = job else {
             return;
         };
+        let data = &buf[..len];
         let plain_len = data.len();
-        let compressed = match &mut compressor {
-            Some(c) if plain_len >= MIN_COMPRESS => c
-                .compress(&data)
-                .ok()
-                .filter(|c| c.len() < plain_len - plain_len / 16),
-            _ => None,
+        let zstd = match &mut compressor {
+            Some(c) if plain_len >= MIN_COMPRESS => {
+                compressed.clear();
+                compressed.reserve(zstd::zstd_safe::compress_bound(plain_len));
+                c.compress_to_buffer(data, &mut compressed).is_ok()
+                    && compressed.len() < plain_len - plain_len / 16
+            }
+            _ => false,
         };
-        let zstd = compressed.is_some();
-        let body = compressed.unwrap_or(data);
-        let offset = shared.end.fetch_add(body.len() as u64, Ordering::Relaxed);
-        let result = shared.file.write_all_at(&body, offset).map(|()| {
+        let len = if zstd { compressed.len() } else { plain_len };
+        let kept = shared
+            .memory
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(len as u64)
+            })
+            .is_ok();
+        let body = if zstd { &compressed[..] } else { data };
+        let stored = if kept {
+            // A copy of just the stored bytes: the buffers are chunk-size.
+            Ok(Stored::Memory(body.to_vec()))
+        } else {
+            let offset = shared.end.fetch_add(len as u64, Ordering::Relaxed);
+            shared
+                .file
+                .write_all_at(body, offset)
+                .map(|()| Stored::File(offset))
+        };
+        let result = stored.map(|stored| {
             let piece = Piece {
-                offset,
-                len: body.len() as u32,
+                stored,
+                len: len as u32,
                 plain_len: plain_len as u32,
                 zstd,
             };
             (number, piece)
         });
+        // The store may be gone already: then the buffer is simply freed.
+        let _ = spare.send(buf);
         if done.send(result).is_err() {
             return;
         }
@@ -236,10 +316,15 @@ impl Chunks {
     }
 
     /// The stored bytes of a piece.
-    pub(crate) fn read(&self, piece: &Piece) -> io::Result<Vec<u8>> {
-        let mut buf = vec![0u8; piece.len as usize];
-        self.file.read_exact_at(&mut buf, piece.offset)?;
-        Ok(buf)
+    pub(crate) fn read<'p>(&self, piece: &'p Piece) -> io::Result<Cow<'p, [u8]>> {
+        match &piece.stored {
+            Stored::Memory(bytes) => Ok(Cow::Borrowed(bytes)),
+            Stored::File(offset) => {
+                let mut buf = vec![0u8; piece.len as usize];
+                self.file.read_exact_at(&mut buf, *offset)?;
+                Ok(Cow::Owned(buf))
+            }
+        }
     }
 }
 
@@ -249,8 +334,15 @@ mod tests {
 
     #[test]
     fn cuts_compresses_and_keeps_equal_contents_once() {
+        // All in memory, all in the scratch file, and some of each.
+        for memory in [MEMORY_BUDGET, 0, 5000] {
+            cuts_compresses_and_keeps(memory);
+        }
+    }
+
+    fn cuts_compresses_and_keeps(memory: u64) {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = ChunkStore::new(dir.path(), 4096).unwrap();
+        let mut store = ChunkStore::with_memory(dir.path(), 4096, memory).unwrap();
         let text = b"all work and no play ".repeat(500); // 10500 bytes
         let noise: Vec<u8> = (0..300u32)
             .flat_map(|i| Digest::of(&i.to_le_bytes()).0)
@@ -271,7 +363,7 @@ mod tests {
                     if p.zstd {
                         zstd::bulk::decompress(&stored, p.plain_len as usize).unwrap()
                     } else {
-                        stored
+                        stored.into_owned()
                     }
                 })
                 .collect()

@@ -7,11 +7,12 @@
 //! [`SealPlan::write`] encrypts and writes the chunks in parallel, then the
 //! table, the index and the header.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use cocoon_image::{Digest, EntryKind, Tree};
+use cocoon_image::{Digest, EntryKind};
 use rayon::prelude::*;
 
 use crate::aead::AeadKey;
@@ -22,7 +23,7 @@ use crate::format::{
 };
 use crate::index::{DataRef, Index, IndexEntry};
 use crate::keys::{DerivedKeys, ImageKey};
-use crate::manifest::{summarize_records, tree_records, WorkloadManifest};
+use crate::manifest::{TreeRecords, WorkloadManifest};
 use crate::pack::{Chunks, Piece, ZSTD_LEVEL};
 
 /// What was written.
@@ -41,14 +42,14 @@ pub struct SealSummary {
 }
 
 /// One chunk of the blob: which piece, whether it is encrypted, where it goes.
-struct Planned {
-    piece: Piece,
+struct Planned<'a> {
+    piece: &'a Piece,
     encrypt: bool,
     /// Offset in the blob.
     offset: u64,
 }
 
-impl Planned {
+impl Planned<'_> {
     fn flags(&self) -> u8 {
         (if self.encrypt { FLAG_ENCRYPTED } else { 0 })
             | (if self.piece.zstd { FLAG_ZSTD } else { 0 })
@@ -62,30 +63,29 @@ pub struct SealPlan<'a> {
     keys: DerivedKeys,
     chunk_size: u32,
     tree_digest: Digest,
-    planned: Vec<Planned>,
+    planned: Vec<Planned<'a>>,
     /// The zstd-compressed JSON index, to be encrypted.
     index: Vec<u8>,
     table_offset: u64,
 }
 
 impl<'a> SealPlan<'a> {
-    /// Lays out the blob of `tree`, whose contents are in `chunks`: each
-    /// distinct content once, in tree order; a content is encrypted when any
-    /// path holding it is under an encrypted path of `manifest`. Refuses a
-    /// tree or chunk size other than the manifest's.
+    /// Lays out the blob of the tree with records `tree`, whose contents are
+    /// in `chunks`: each distinct content once, in tree order; a content is
+    /// encrypted when any path holding it is under an encrypted path of
+    /// `manifest`. Refuses a tree or chunk size other than the manifest's.
     pub fn new(
-        tree: &Tree,
+        tree: TreeRecords,
         chunks: &'a Chunks,
         manifest: &WorkloadManifest,
         key: &ImageKey,
     ) -> Result<Self> {
-        let records = tree_records(tree);
-        let summary = summarize_records(&records)?;
-        if summary != manifest.tree || chunks.chunk_size != manifest.seal.chunk_size {
+        if *tree.summary() != manifest.tree || chunks.chunk_size != manifest.seal.chunk_size {
             return Err(Error::Tampered(
                 "the tree to seal is not the tree the manifest describes".into(),
             ));
         }
+        let records = tree.into_records();
         // A content shared by several paths is stored once, encrypted if any
         // of its paths is.
         let mut encrypt_content: HashMap<Digest, bool> = HashMap::new();
@@ -111,7 +111,7 @@ impl<'a> SealPlan<'a> {
                         })?;
                         let encrypt = encrypt_content[digest];
                         let first = planned.len() as u64;
-                        for &piece in chunks.pieces(*content) {
+                        for piece in chunks.pieces(*content) {
                             let p = Planned {
                                 piece,
                                 encrypt,
@@ -178,16 +178,16 @@ impl<'a> SealPlan<'a> {
             .map(|(number, p)| {
                 let body = self
                     .chunks
-                    .read(&p.piece)
-                    .map_err(|e| Error::io("reading the chunk scratch file", e))?;
+                    .read(p.piece)
+                    .map_err(|e| Error::io("reading a stored chunk", e))?;
                 let flags = p.flags();
                 let bytes = if p.encrypt {
                     let number = number as u64;
-                    chunk_key.seal(
+                    Cow::Owned(chunk_key.seal(
                         self.keys.nonce(CHUNK_AAD, number, &body),
                         &body,
                         &chunk_aad(number, flags, p.piece.plain_len),
-                    )?
+                    )?)
                 } else {
                     body
                 };

@@ -10,7 +10,7 @@ use cocoon_image::store::ContentStore;
 use cocoon_image::{Digest, Entry, EntryKind, Tree};
 use cocoon_seal::format::{ChunkRecord, Header, TABLE_RECORD_LEN};
 use cocoon_seal::manifest::{
-    summarize, PlatformSpec, RuntimeConfig, SealParams, SCHEMA, SEAL_FORMAT,
+    PlatformSpec, RuntimeConfig, SealParams, TreeRecords, SCHEMA, SEAL_FORMAT,
 };
 use cocoon_seal::pack::ChunkStore;
 use cocoon_seal::reader::SealedBlob;
@@ -57,6 +57,7 @@ fn sealed(encrypted: &[&str]) -> Sealed {
     tree.insert("/etc", Entry::implicit_dir());
     tree.insert("/etc/motd", file(&mut store, b"hello, sealed world\n", 2));
     tree.insert("/etc/empty", file(&mut store, b"", 3));
+    let records = TreeRecords::of(&tree).unwrap();
     let manifest = WorkloadManifest {
         schema: SCHEMA.into(),
         platform: PlatformSpec {
@@ -64,7 +65,7 @@ fn sealed(encrypted: &[&str]) -> Sealed {
             architecture: "amd64".into(),
         },
         config: RuntimeConfig::default(),
-        tree: summarize(&tree).unwrap(),
+        tree: records.summary().clone(),
         seal: SealParams {
             format: SEAL_FORMAT.into(),
             chunk_size: 4096,
@@ -78,7 +79,7 @@ fn sealed(encrypted: &[&str]) -> Sealed {
     let key = ImageKey::from_bytes(&[5u8; 32]).unwrap();
     let out = fs::File::create_new(dir.path().join("blob")).unwrap();
     let chunks = store.finish().unwrap();
-    let plan = SealPlan::new(&tree, &chunks, &manifest, &key).unwrap();
+    let plan = SealPlan::new(records, &chunks, &manifest, &key).unwrap();
     let summary = plan.write(&out, 0).unwrap();
     assert_eq!(out.metadata().unwrap().len(), plan.size());
     Sealed {
