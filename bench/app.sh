@@ -339,12 +339,13 @@ echo "# sealed apps vs the original image under runc, $(date -u +%Y-%m-%dT%H:%MZ
 echo "# load average before $load0, after $load1; medians of $rounds rounds"
 echo "# wrk -t2 -c$conns -d${secs}s; redis-benchmark -q -t set (then get) -n $redis_n -c $redis_c; plain TCP on the host network"
 echo
-echo "| workload | original (runc) | sealed (cocoon run) | sealed / original | container CPU µs per request, original | sealed | sealed / original |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| workload | original (runc) | sealed (cocoon run) | sealed / original | ratio in each round | container CPU µs per request, original | sealed | sealed / original |"
+echo "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
 for row in "set|redis SET, requests/s" "get|redis GET, requests/s" "page|nginx default page (615 B), requests/s" "1m|nginx 1 MiB file, MB/s"; do
   k=${row%%|*} label=${row#*|}
   b=$(m base.$k) s=$(m sealed.$k) bc_=$(m base.$k.cpu) sc=$(m sealed.$k.cpu)
-  echo "| $label | $b | $s | $(ratio "$s" "$b") | $(printf %.1f "$bc_") | $(printf %.1f "$sc") | $(ratio "$sc" "$bc_") |"
+  each=$(paste -d' ' "$work/r.sealed.$k" "$work/r.base.$k" | while read -r x y; do ratio "$x" "$y"; printf ' '; done)
+  echo "| $label | $b | $s | $(ratio "$s" "$b") | ${each% } | $(printf %.1f "$bc_") | $(printf %.1f "$sc") | $(ratio "$sc" "$bc_") |"
 done
 echo
 echo "Start-up to first answer, ms. Sealed = cocoon run writing the bundle (reading the sealed image,"
