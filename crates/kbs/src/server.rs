@@ -971,16 +971,16 @@ pub fn init_logging(cfg: &Config) {
 /// A KBS serving on a thread of its own (with its own tokio runtime), for
 /// a process that embeds one: tests, and tools that need a local KBS next
 /// to other work. Stops (gracefully, like SIGTERM) when dropped.
-pub struct Background {
+pub struct BackgroundServer {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-impl Background {
+impl BackgroundServer {
     /// Binds `listen` (`127.0.0.1:0` picks a free port) and serves `kbs`
     /// there on `threads` worker threads.
-    pub fn start(kbs: Arc<Kbs>, listen: &str, threads: usize) -> Result<Background> {
+    pub fn start(kbs: Arc<Kbs>, listen: &str, threads: usize) -> Result<BackgroundServer> {
         let listener = std::net::TcpListener::bind(listen)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|e| Error::Config(format!("listen on {listen}: {e}")))?;
@@ -1012,7 +1012,7 @@ impl Background {
                 })
             })
             .map_err(|e| Error::Internal(format!("KBS thread: {e}")))?;
-        Ok(Background {
+        Ok(BackgroundServer {
             addr,
             stop: Some(stop),
             thread: Some(thread),
@@ -1025,7 +1025,7 @@ impl Background {
     }
 }
 
-impl Drop for Background {
+impl Drop for BackgroundServer {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());

@@ -14,7 +14,7 @@ use cocoon_kbs::config::Config;
 use cocoon_kbs::crypto::{b64, p256_jwk};
 use cocoon_kbs::protocol::jwe::{decrypt, RecipientSecret};
 use cocoon_kbs::protocol::JweResponse;
-use cocoon_kbs::server::{Background, Kbs};
+use cocoon_kbs::server::{BackgroundServer, Kbs};
 use cocoon_kbs::store::Kek;
 use cocoon_kbs::{InitData, ReferenceValues};
 use serde_json::{json, Value};
@@ -35,7 +35,7 @@ fn init_data() -> InitData {
 
 /// Fields drop in order: the server stops before its directory goes.
 struct Harness {
-    _server: Background,
+    _server: BackgroundServer,
     base: String,
     kbs: Arc<Kbs>,
     sim: SimPlatform,
@@ -57,7 +57,7 @@ fn start(tweak: impl FnOnce(&mut Config)) -> Harness {
     cfg.server.max_body_bytes = 64 * 1024;
     tweak(&mut cfg);
     let kbs = Kbs::open_with_kek(cfg, Kek::generate().unwrap()).unwrap();
-    let server = Background::start(kbs.clone(), "127.0.0.1:0", 2).unwrap();
+    let server = BackgroundServer::start(kbs.clone(), "127.0.0.1:0", 2).unwrap();
     let base = format!("http://{}", server.addr());
     let admin = AdminClient::new(&base, cocoon_kbs::admin::load_private(&admin_key).unwrap());
     Harness {

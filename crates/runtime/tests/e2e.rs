@@ -16,7 +16,7 @@ use cocoon_attest::sim::{self, SimPlatform};
 use cocoon_image::transport::{open_dest, open_source};
 use cocoon_image::{Digest, ImageRef, Platform, TransportOptions};
 use cocoon_kbs::client::AdminClient;
-use cocoon_kbs::server::{Background, Kbs};
+use cocoon_kbs::server::{BackgroundServer, Kbs};
 use cocoon_kbs::store::Kek;
 use cocoon_kbs::{Config, ReferenceValues};
 use cocoon_runtime::{prepare, Bundle, RunOptions, VolumeSpec};
@@ -56,7 +56,7 @@ fn launcher() -> Vec<u8> {
 
 /// Fields drop in order: the server stops before its directory goes.
 struct KbsHarness {
-    _server: Background,
+    _server: BackgroundServer,
     base: String,
     admin: AdminClient,
     dir: tempfile::TempDir,
@@ -74,7 +74,7 @@ fn start_kbs() -> KbsHarness {
     cfg.admin.public_keys = vec![admin_pub];
     cfg.server.rate_limit_per_sec = 0;
     let kbs: Arc<Kbs> = Kbs::open_with_kek(cfg, Kek::generate().unwrap()).unwrap();
-    let server = Background::start(kbs, "127.0.0.1:0", 1).unwrap();
+    let server = BackgroundServer::start(kbs, "127.0.0.1:0", 1).unwrap();
     let base = format!("http://{}", server.addr());
     let admin = AdminClient::new(&base, cocoon_kbs::admin::load_private(&admin_key).unwrap());
     KbsHarness {
