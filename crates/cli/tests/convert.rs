@@ -283,8 +283,13 @@ impl Tamper {
     }
 }
 
+fn trailer(blob: &[u8]) -> cocoon_seal::format::Trailer {
+    let at = blob.len() - cocoon_seal::format::TRAILER_LEN;
+    cocoon_seal::format::Trailer::decode(&blob[at..], blob.len() as u64).unwrap()
+}
+
 fn table(blob: &[u8]) -> Vec<cocoon_seal::format::ChunkRecord> {
-    let h = cocoon_seal::format::Header::decode(&blob[..256], blob.len() as u64).unwrap();
+    let h = trailer(blob);
     cocoon_seal::format::ChunkRecord::decode_table(
         &blob[h.table_offset as usize..h.index_offset as usize],
         &h,
@@ -304,7 +309,7 @@ fn a_flipped_bit_anywhere_in_the_sealed_blob_is_refused() {
     let t = Tamper::new();
     let blob = fs::read(format!("{}/x", t.owner.path("."))).err();
     assert!(blob.is_some());
-    // Offsets in each region: header, first chunk, a later chunk, table, index.
+    // Offsets in each region: first chunk, a later chunk, table, index, trailer.
     let original = {
         let tmp = tempfile::tempdir().unwrap();
         ok(cocoon(&[
@@ -341,12 +346,12 @@ fn a_flipped_bit_anywhere_in_the_sealed_blob_is_refused() {
         files.unwrap()
     };
     let chunks = table(&original);
-    let h = cocoon_seal::format::Header::decode(&original[..256], original.len() as u64).unwrap();
+    let h = trailer(&original);
     let cases = [
         (
-            "header",
-            20usize,
-            "the sealed blob header is not the one the owner signed",
+            "trailer",
+            original.len() - 236,
+            "the sealed blob trailer is not the one the owner signed",
         ),
         (
             "first chunk",
@@ -361,12 +366,12 @@ fn a_flipped_bit_anywhere_in_the_sealed_blob_is_refused() {
         (
             "table",
             h.table_offset as usize + 60,
-            "the chunk table does not match the header",
+            "the chunk table does not match the trailer",
         ),
         (
             "index",
             h.index_offset as usize + 30,
-            "the index does not match the header",
+            "the index does not match the trailer",
         ),
     ];
     for (i, (region, at, expected)) in cases.iter().enumerate() {

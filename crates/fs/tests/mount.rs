@@ -444,7 +444,7 @@ fn a_chunk_tampered_after_mount_is_an_io_error() {
     // Warm the page cache, then flip a byte of chunk 1 in the blob.
     assert_eq!(fs::read(mnt.join("data/big.bin")).unwrap(), content);
     let chunk1 = {
-        let blob = cocoon_seal::reader::SealedBlob::open(&sealed.blob, &header_of(&sealed));
+        let blob = cocoon_seal::reader::SealedBlob::open(&sealed.blob, &trailer_of(&sealed));
         blob.unwrap().chunks()[1]
     };
     let mut bytes = fs::read(&sealed.blob).unwrap();
@@ -480,9 +480,9 @@ fn a_chunk_tampered_after_mount_is_an_io_error() {
     handle.unmount().unwrap();
 }
 
-fn header_of(sealed: &common::Sealed) -> cocoon_image::Digest {
+fn trailer_of(sealed: &common::Sealed) -> cocoon_image::Digest {
     let raw = fs::read(&sealed.blob).unwrap();
-    cocoon_image::Digest::of(&raw[..256])
+    cocoon_image::Digest::of(&raw[raw.len() - cocoon_seal::format::TRAILER_LEN..])
 }
 
 #[test]

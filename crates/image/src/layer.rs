@@ -46,7 +46,7 @@ fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
 pub const END_OF_ARCHIVE: [u8; 1024] = [0; 1024];
 
 /// The 512-byte header [`append_file`] writes before a regular file's data,
-/// for callers that write the data themselves (in place, at a known offset),
+/// for callers that write the data themselves (streamed, or in place),
 /// followed by [`padding`] zero bytes.
 pub fn file_header(path: &str, mode: u32, size: u64) -> io::Result<[u8; 512]> {
     let mut h = header(tar::EntryType::Regular, mode, size);

@@ -290,7 +290,7 @@ pub fn start(env: &RuntimeEnv) -> Result<Started> {
         }
     }
     let blob_path = env.cocoon_dir.join("sealed.blob");
-    let blob = cocoon_seal::reader::SealedBlob::open(&blob_path, &w.descriptor.blob.header)
+    let blob = cocoon_seal::reader::SealedBlob::open(&blob_path, &w.descriptor.blob.trailer)
         .map_err(|e| Error::Seal(e.to_string()))?;
     let tree = blob
         .unlock(&key, &w.manifest)

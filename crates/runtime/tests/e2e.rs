@@ -774,20 +774,21 @@ fn tampered_images_are_refused_before_the_app_starts() {
         |_| {},
         |r| {
             let mut b = std::fs::read(blob(r)).unwrap();
-            let n = b.len() - 30;
+            let n = b.len() - cocoon_seal::format::TRAILER_LEN - 30;
             b[n] ^= 1;
             std::fs::write(blob(r), b).unwrap();
         },
-        "the index does not match the header",
+        "the index does not match the trailer",
     );
-    // A flipped byte in the header.
+    // A flipped byte in the trailer.
     refused(
         &kbs,
         &s,
         |_| {},
         |r| {
             let mut b = std::fs::read(blob(r)).unwrap();
-            b[130] ^= 1;
+            let n = b.len() - cocoon_seal::format::TRAILER_LEN + 130;
+            b[n] ^= 1;
             std::fs::write(blob(r), b).unwrap();
         },
         "unlocking the sealed tree",
@@ -925,14 +926,14 @@ fn noise(len: usize, mut seed: u64) -> Vec<u8> {
 }
 
 /// Where chunk `k` of the sealed file at `path` is stored in the bundle's
-/// blob, found as the launcher finds it: header digest from the signed seal
+/// blob, found as the launcher finds it: trailer digest from the signed seal
 /// descriptor, index unlocked with the image key and manifest.
 fn chunk_of(rootfs: &Path, key: &ImageKey, path: &str, k: u64) -> cocoon_seal::format::ChunkRecord {
     use cocoon_seal::reader::SealedBlob;
     let blob = rootfs.join("cocoon/sealed.blob");
     let seal: Value =
         serde_json::from_slice(&std::fs::read(rootfs.join("cocoon/seal.json")).unwrap()).unwrap();
-    let header: Digest = seal["descriptor"]["blob"]["header"]
+    let trailer: Digest = seal["descriptor"]["blob"]["trailer"]
         .as_str()
         .unwrap()
         .parse()
@@ -940,8 +941,8 @@ fn chunk_of(rootfs: &Path, key: &ImageKey, path: &str, k: u64) -> cocoon_seal::f
     let manifest: cocoon_seal::manifest::WorkloadManifest =
         serde_json::from_slice(&std::fs::read(rootfs.join("cocoon/manifest.json")).unwrap())
             .unwrap();
-    let table = SealedBlob::open(&blob, &header).unwrap().chunks().to_vec();
-    let tree = SealedBlob::open(&blob, &header)
+    let table = SealedBlob::open(&blob, &trailer).unwrap().chunks().to_vec();
+    let tree = SealedBlob::open(&blob, &trailer)
         .unwrap()
         .unlock(key, &manifest)
         .unwrap();

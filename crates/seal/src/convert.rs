@@ -22,7 +22,6 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use cocoon_image::flatten::flatten;
@@ -252,10 +251,10 @@ struct SealLayer {
 }
 
 /// Seals the flattened tree of `manifest` (its `records`), whose contents
-/// are compressed in `chunks`, and writes layer 2 (uncompressed tar: the blob is compressed inside) to
-/// a scratch file: `/cocoon/manifest.json`, `/cocoon/sealed.blob` written
-/// in place, then `/cocoon/seal.json`, which signs the blob's header and so
-/// comes last.
+/// are compressed in `chunks`, and writes layer 2 (uncompressed tar: the
+/// blob is compressed inside) to a scratch file, hashing it on the way:
+/// `/cocoon/manifest.json`, `/cocoon/sealed.blob`, then `/cocoon/seal.json`,
+/// which signs the blob's trailer and so comes last.
 fn seal_layer(
     manifest: WorkloadManifest,
     records: TreeRecords,
@@ -267,8 +266,9 @@ fn seal_layer(
     let plan = SealPlan::new(records, &chunks, &manifest, req.key)?;
 
     let path = req.scratch.join("seal-layer.tar");
-    let layer = create(&path)?;
     let io = |e| Error::io("writing the seal layer", e);
+    let mut layer = create(&path)?;
+    let mut hasher = Sha256::new();
     let head = layer::entries(|b| {
         layer::append_dir(b, "cocoon")?;
         let len = manifest_json.len() as u64;
@@ -276,21 +276,18 @@ fn seal_layer(
     })
     .map_err(io)?;
     let blob_header = layer::file_header("cocoon/sealed.blob", 0o444, plan.size()).map_err(io)?;
-    layer.write_all_at(&head, 0).map_err(io)?;
-    let blob_at = (head.len() + blob_header.len()) as u64;
-    layer
-        .write_all_at(&blob_header, head.len() as u64)
-        .map_err(io)?;
+    let head = [&head[..], &blob_header].concat();
+    hasher.update(&head);
+    layer.write_all(&head).map_err(io)?;
     (req.progress)("seal", 0, manifest.tree.bytes);
-    let seal = plan.write(&layer, blob_at)?;
+    let seal = plan.write(chunks, &mut layer, &mut hasher)?;
     (req.progress)("seal", manifest.tree.bytes, manifest.tree.bytes);
-    drop(chunks);
 
     let descriptor = SealDescriptor::new(
         workload_digest,
         BlobRef {
             size: seal.size,
-            header: seal.header_digest,
+            trailer: seal.trailer_digest,
         },
         &req.signer.public(),
     )?;
@@ -306,15 +303,15 @@ fn seal_layer(
         &seal_json[..],
     )?;
     b.into_inner().map_err(io)?;
-    layer.write_all_at(&tail, blob_at + seal.size).map_err(io)?;
-    drop(layer);
-    let (digest, size) = hash_file(&path)?;
+    hasher.update(&tail);
+    layer.write_all(&tail).map_err(io)?;
+    let size = (head.len() + tail.len()) as u64 + seal.size;
     Ok(SealLayer {
         manifest,
         seal,
         signed,
         path,
-        digest,
+        digest: Digest(hasher.finalize().into()),
         size,
     })
 }
@@ -326,10 +323,6 @@ fn create(path: &Path) -> Result<File> {
         .create_new(true)
         .open(path)
         .map_err(|e| Error::io(format!("creating {}", path.display()), e))
-}
-
-fn hash_file(path: &Path) -> Result<(Digest, u64)> {
-    layer::hash_file(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))
 }
 
 fn oci_descriptor(
@@ -482,7 +475,7 @@ impl SealedImage {
                 d.blob.size
             )));
         }
-        let blob = SealedBlob::open(&self.blob_path, &d.blob.header)?;
+        let blob = SealedBlob::open(&self.blob_path, &d.blob.trailer)?;
         blob.verify_chunks()?;
         let chunks = blob.chunks().len() as u64;
         let decrypted = match key {

@@ -1,64 +1,82 @@
-//! The sealed blob's byte layout (version 1). `docs/sealed-format.md`
+//! The sealed blob's byte layout (version 2). `docs/sealed-format.md`
 //! describes it byte by byte; this module is the only code that knows it.
 //!
 //! ```text
-//! 0       header (256 bytes, plaintext)
-//! 256     chunk data, chunk after chunk
-//! T       chunk table: chunk_count records of 52 bytes (plaintext)
-//! I       index: nonce(12) || AES-256-GCM(zstd(JSON index)) || tag(16)
+//! 0         chunk data, chunk after chunk
+//! T         chunk table: chunk_count records of 52 bytes (plaintext)
+//! I         index: AES-256-GCM-SIV(zstd(JSON index)) || tag(16)
+//! size-256  trailer (256 bytes, plaintext)
 //! ```
 //!
-//! The header's SHA-256 is signed (via the seal descriptor); the header holds
-//! the SHA-256 of the table and of the stored index; the table holds the
-//! SHA-256 of every stored chunk. So every byte is covered, and checking one
-//! chunk needs only the header, the table and that chunk.
-
-use cocoon_image::Digest;
+//! The trailer's SHA-256 is signed (via the seal descriptor); the trailer
+//! holds the BLAKE3 digests of the table and of the stored index; the table
+//! holds the BLAKE3 digest of every stored chunk. So every byte is covered,
+//! and checking one chunk needs only the trailer, the table and that chunk.
+//! The trailer comes last so that a writer can emit (and hash) chunks in
+//! order while later ones are still being encrypted.
 
 use crate::error::{Error, Result};
+use cocoon_image::Digest;
 
-/// Magic bytes at offset 0.
+/// Magic bytes at the start of the trailer.
 pub const MAGIC: &[u8; 8] = b"COCOSEAL";
 /// Format version this code reads and writes.
-pub const VERSION: u16 = 1;
-/// Size of the header; chunk data starts here.
-pub const HEADER_LEN: usize = 256;
+pub const VERSION: u16 = 2;
+/// Size of the trailer, the blob's last bytes.
+pub const TRAILER_LEN: usize = 256;
 /// Size of one chunk table record.
 pub const TABLE_RECORD_LEN: usize = 52;
-/// Bytes of nonce in front of an encrypted chunk or the index.
-pub const NONCE_LEN: usize = 12;
-/// Bytes of GCM tag after an encrypted chunk or the index.
+/// Bytes of AES-GCM-SIV tag after an encrypted chunk or the index.
 pub const TAG_LEN: usize = 16;
 
-/// Chunk flag: the stored bytes are `nonce || AES-256-GCM ciphertext || tag`.
+/// Chunk flag: the stored bytes are `AES-256-GCM-SIV ciphertext || tag`.
 pub const FLAG_ENCRYPTED: u8 = 1;
 /// Chunk flag: the (decrypted) bytes are a zstd frame.
 pub const FLAG_ZSTD: u8 = 2;
 
 /// Additional data label of content chunks.
-pub const CHUNK_AAD: &[u8] = b"cocoon-seal/1 chunk";
+pub const CHUNK_AAD: &[u8] = b"cocoon-seal/2 chunk";
 /// Additional data label of the index.
-pub const INDEX_AAD: &[u8] = b"cocoon-seal/1 index";
+pub const INDEX_AAD: &[u8] = b"cocoon-seal/2 index";
 
-/// The fixed-size header.
+/// BLAKE3-256 of bytes inside the blob (chunks, table, index): about 2.5x
+/// as fast as SHA-256 on one core, and every stored byte is hashed once
+/// more at conversion and on every verified read.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlobDigest(pub [u8; 32]);
+
+impl BlobDigest {
+    /// The digest of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        BlobDigest(*blake3::hash(bytes).as_bytes())
+    }
+}
+
+impl std::fmt::Debug for BlobDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "blake3:{}", hex::encode(self.0))
+    }
+}
+
+/// The fixed-size trailer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Header {
+pub struct Trailer {
     /// Bytes of file content per chunk (the last chunk of a file may be shorter).
     pub chunk_size: u32,
     /// Number of chunks.
     pub chunk_count: u64,
-    /// Offset of the chunk table.
+    /// Offset of the chunk table (= bytes of chunk data).
     pub table_offset: u64,
     /// Length of the chunk table (`chunk_count * 52`).
     pub table_len: u64,
-    /// SHA-256 of the chunk table.
-    pub table_digest: Digest,
+    /// BLAKE3 of the chunk table.
+    pub table_digest: BlobDigest,
     /// Offset of the stored index.
     pub index_offset: u64,
     /// Length of the stored index.
     pub index_len: u64,
-    /// SHA-256 of the stored (encrypted) index.
-    pub index_digest: Digest,
+    /// BLAKE3 of the stored (encrypted) index.
+    pub index_digest: BlobDigest,
     /// The tree digest the index commits to (also in the workload manifest).
     pub tree_digest: Digest,
 }
@@ -71,14 +89,14 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }
 
-fn digest_at(b: &[u8], at: usize) -> Digest {
-    Digest(b[at..at + 32].try_into().expect("32 bytes"))
+fn bytes32_at(b: &[u8], at: usize) -> [u8; 32] {
+    b[at..at + 32].try_into().expect("32 bytes")
 }
 
-impl Header {
-    /// The 256 header bytes.
-    pub fn encode(&self) -> [u8; HEADER_LEN] {
-        let mut b = [0u8; HEADER_LEN];
+impl Trailer {
+    /// The 256 trailer bytes.
+    pub fn encode(&self) -> [u8; TRAILER_LEN] {
+        let mut b = [0u8; TRAILER_LEN];
         b[0..8].copy_from_slice(MAGIC);
         b[8..10].copy_from_slice(&VERSION.to_le_bytes());
         b[12..16].copy_from_slice(&self.chunk_size.to_le_bytes());
@@ -93,9 +111,9 @@ impl Header {
         b
     }
 
-    /// Parses and sanity-checks a header against the blob's size.
+    /// Parses and sanity-checks a trailer against the blob's size.
     pub fn decode(b: &[u8], blob_len: u64) -> Result<Self> {
-        if b.len() < HEADER_LEN || &b[0..8] != MAGIC {
+        if b.len() < TRAILER_LEN || &b[0..8] != MAGIC {
             return Err(Error::Format("not a cocoon sealed blob (bad magic)".into()));
         }
         let version = u16::from_le_bytes([b[8], b[9]]);
@@ -104,30 +122,29 @@ impl Header {
                 "format version {version} is not supported (this cocoon reads version {VERSION})"
             )));
         }
-        if b[10..12] != [0, 0] || b[152..HEADER_LEN].iter().any(|&x| x != 0) {
-            return Err(Error::Format("reserved header bytes are not zero".into()));
+        if b[10..12] != [0, 0] || b[152..TRAILER_LEN].iter().any(|&x| x != 0) {
+            return Err(Error::Format("reserved trailer bytes are not zero".into()));
         }
-        let h = Header {
+        let h = Trailer {
             chunk_size: u32_at(b, 12),
             chunk_count: u64_at(b, 16),
             table_offset: u64_at(b, 24),
             table_len: u64_at(b, 32),
-            table_digest: digest_at(b, 40),
+            table_digest: BlobDigest(bytes32_at(b, 40)),
             index_offset: u64_at(b, 72),
             index_len: u64_at(b, 80),
-            index_digest: digest_at(b, 88),
-            tree_digest: digest_at(b, 120),
+            index_digest: BlobDigest(bytes32_at(b, 88)),
+            tree_digest: Digest(bytes32_at(b, 120)),
         };
         let table_end = h.table_offset.checked_add(h.table_len);
         let index_end = h.index_offset.checked_add(h.index_len);
         let ok = h.chunk_count.checked_mul(TABLE_RECORD_LEN as u64) == Some(h.table_len)
-            && h.table_offset >= HEADER_LEN as u64
             && table_end == Some(h.index_offset)
-            && index_end == Some(blob_len)
-            && h.index_len >= (NONCE_LEN + TAG_LEN) as u64;
+            && index_end.and_then(|e| e.checked_add(TRAILER_LEN as u64)) == Some(blob_len)
+            && h.index_len >= TAG_LEN as u64;
         if !ok {
             return Err(Error::Format(
-                "header offsets do not describe this blob".into(),
+                "trailer offsets do not describe this blob".into(),
             ));
         }
         Ok(h)
@@ -145,8 +162,8 @@ pub struct ChunkRecord {
     pub plain_len: u32,
     /// [`FLAG_ENCRYPTED`] and/or [`FLAG_ZSTD`].
     pub flags: u8,
-    /// SHA-256 of the stored bytes.
-    pub digest: Digest,
+    /// BLAKE3 of the stored bytes.
+    pub digest: BlobDigest,
 }
 
 impl ChunkRecord {
@@ -159,28 +176,28 @@ impl ChunkRecord {
         out.extend_from_slice(&self.digest.0);
     }
 
-    /// Parses the whole table; records must be contiguous from the end of
-    /// the header to the table, with known flags.
-    pub fn decode_table(table: &[u8], header: &Header) -> Result<Vec<ChunkRecord>> {
-        let mut next = HEADER_LEN as u64;
-        let mut out = Vec::with_capacity(header.chunk_count as usize);
+    /// Parses the whole table; records must be contiguous from the start
+    /// of the blob to the table, with known flags.
+    pub fn decode_table(table: &[u8], trailer: &Trailer) -> Result<Vec<ChunkRecord>> {
+        let mut next = 0u64;
+        let mut out = Vec::with_capacity(trailer.chunk_count as usize);
         for (n, b) in table.chunks_exact(TABLE_RECORD_LEN).enumerate() {
             let r = ChunkRecord {
                 offset: u64_at(b, 0),
                 stored_len: u32_at(b, 8),
                 plain_len: u32_at(b, 12),
                 flags: b[16],
-                digest: digest_at(b, 20),
+                digest: BlobDigest(bytes32_at(b, 20)),
             };
             let min_len = if r.flags & FLAG_ENCRYPTED != 0 {
-                NONCE_LEN + TAG_LEN
+                TAG_LEN as u32
             } else {
                 0
-            } as u32;
+            };
             if r.offset != next
                 || r.flags & !(FLAG_ENCRYPTED | FLAG_ZSTD) != 0
                 || b[17..20] != [0, 0, 0]
-                || r.plain_len > header.chunk_size
+                || r.plain_len > trailer.chunk_size
                 || r.stored_len < min_len
             {
                 return Err(Error::Format(format!("chunk table record {n} is invalid")));
@@ -188,7 +205,7 @@ impl ChunkRecord {
             next = r.offset + u64::from(r.stored_len);
             out.push(r);
         }
-        if next != header.table_offset {
+        if next != trailer.table_offset {
             return Err(Error::Format(
                 "chunks do not end where the table starts".into(),
             ));
@@ -201,50 +218,50 @@ impl ChunkRecord {
 mod tests {
     use super::*;
 
-    fn header() -> Header {
-        Header {
+    fn trailer() -> Trailer {
+        Trailer {
             chunk_size: 4096,
             chunk_count: 1,
-            table_offset: 300,
+            table_offset: 44,
             table_len: 52,
-            table_digest: Digest([1; 32]),
-            index_offset: 352,
+            table_digest: BlobDigest([1; 32]),
+            index_offset: 96,
             index_len: 100,
-            index_digest: Digest([2; 32]),
+            index_digest: BlobDigest([2; 32]),
             tree_digest: Digest([3; 32]),
         }
     }
 
     #[test]
-    fn header_round_trips() {
-        let h = header();
-        assert_eq!(Header::decode(&h.encode(), 452).unwrap(), h);
+    fn trailer_round_trips() {
+        let t = trailer();
+        assert_eq!(Trailer::decode(&t.encode(), 452).unwrap(), t);
     }
 
     #[test]
-    fn header_refuses_bad_magic_version_reserved_and_offsets() {
-        let h = header().encode();
-        let mut b = h;
+    fn trailer_refuses_bad_magic_version_reserved_and_offsets() {
+        let t = trailer().encode();
+        let mut b = t;
         b[0] = b'X';
         assert_eq!(
-            Header::decode(&b, 452).unwrap_err().to_string(),
+            Trailer::decode(&b, 452).unwrap_err().to_string(),
             "sealed blob: not a cocoon sealed blob (bad magic)"
         );
-        let mut b = h;
-        b[8] = 9;
-        assert!(Header::decode(&b, 452)
+        let mut b = t;
+        b[8] = 1;
+        assert!(Trailer::decode(&b, 452)
             .unwrap_err()
             .to_string()
-            .contains("format version 9 is not supported"));
-        let mut b = h;
+            .contains("format version 1 is not supported"));
+        let mut b = t;
         b[200] = 1;
-        assert!(Header::decode(&b, 452)
+        assert!(Trailer::decode(&b, 452)
             .unwrap_err()
             .to_string()
-            .contains("reserved header bytes"));
-        assert!(Header::decode(&h, 453)
+            .contains("reserved trailer bytes"));
+        assert!(Trailer::decode(&t, 453)
             .unwrap_err()
             .to_string()
-            .contains("header offsets"));
+            .contains("trailer offsets"));
     }
 }

@@ -11,7 +11,6 @@ use std::path::Path;
 
 use cocoon_image::Digest;
 use hkdf::Hkdf;
-use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
@@ -85,13 +84,11 @@ impl ImageKey {
         let mut keys = DerivedKeys {
             chunk: [0; 32],
             index: [0; 32],
-            nonce: [0; 32],
         };
         // HKDF-SHA256 can expand 32 bytes for any info: cannot fail.
         for (info, out) in [
-            (&b"cocoon-seal/1 chunk key"[..], &mut keys.chunk),
-            (b"cocoon-seal/1 index key", &mut keys.index),
-            (b"cocoon-seal/1 nonce key", &mut keys.nonce),
+            (&b"cocoon-seal/2 chunk key"[..], &mut keys.chunk),
+            (b"cocoon-seal/2 index key", &mut keys.index),
         ] {
             hk.expand(info, out)
                 .expect("32 bytes is a valid HKDF-SHA256 length");
@@ -103,30 +100,10 @@ impl ImageKey {
 /// Keys derived from an image key for one tree.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct DerivedKeys {
-    /// AES-256-GCM key of the content chunks.
+    /// AES-256-GCM-SIV key of the content chunks.
     pub chunk: [u8; 32],
-    /// AES-256-GCM key of the index.
+    /// AES-256-GCM-SIV key of the index.
     pub index: [u8; 32],
-    /// HMAC-SHA256 key that derives nonces from content (synthetic IVs).
-    pub nonce: [u8; 32],
-}
-
-impl DerivedKeys {
-    /// A synthetic 96-bit nonce: HMAC over a domain label, the position and
-    /// the plaintext. Equal nonces under one key need equal position and
-    /// plaintext (then the ciphertext is equal too), so output stays
-    /// deterministic without ever reusing a nonce for different data.
-    pub fn nonce(&self, label: &[u8], position: u64, plaintext: &[u8]) -> [u8; 12] {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.nonce).expect("HMAC takes any key length");
-        mac.update(label);
-        mac.update(&position.to_le_bytes());
-        mac.update(plaintext);
-        let tag = mac.finalize().into_bytes();
-        let mut n = [0u8; 12];
-        n.copy_from_slice(&tag[..12]);
-        n
-    }
 }
 
 #[cfg(test)]
@@ -162,7 +139,5 @@ mod tests {
         let b = k.derive(&Digest([2; 32]));
         assert_ne!(a.chunk, b.chunk);
         assert_ne!(a.chunk, a.index);
-        assert_ne!(a.nonce(b"x", 0, b"data"), a.nonce(b"x", 1, b"data"));
-        assert_ne!(a.nonce(b"x", 0, b"data"), a.nonce(b"x", 0, b"datb"));
     }
 }

@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 pub const SCHEMA: &str = "cocoon.dev/workload/v1";
 
 /// The sealed format the manifest's seal parameters describe.
-pub const SEAL_FORMAT: &str = "cocoon-seal/1";
+pub const SEAL_FORMAT: &str = "cocoon-seal/2";
 
 /// Default chunk size of sealed files: large enough for good compression
 /// (0.8 % more bytes than 128 KiB), small enough that a random 4 KiB read

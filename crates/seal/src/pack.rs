@@ -12,7 +12,6 @@
 //! The writer then only encrypts and places what [`Chunks`] holds, in tree
 //! order.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read};
@@ -27,6 +26,7 @@ use cocoon_image::store::ContentStore;
 use cocoon_image::Digest;
 use sha2::{Digest as _, Sha256};
 
+use crate::format::TAG_LEN;
 use crate::manifest::check_chunk_size;
 
 /// zstd level for chunks and the index: level 1 compresses about 1.6x as
@@ -56,7 +56,7 @@ pub(crate) struct Piece {
 
 /// Where a piece's stored bytes are.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Stored {
+pub(crate) enum Stored {
     Memory(Vec<u8>),
     /// At this offset in the scratch file.
     File(u64),
@@ -275,8 +275,11 @@ fn compress_worker(
             .is_ok();
         let body = if zstd { &compressed[..] } else { data };
         let stored = if kept {
-            // A copy of just the stored bytes: the buffers are chunk-size.
-            Ok(Stored::Memory(body.to_vec()))
+            // A copy of just the stored bytes (the buffers are chunk-size),
+            // with room for the tag it may be sealed with in place.
+            let mut copy = Vec::with_capacity(len + TAG_LEN);
+            copy.extend_from_slice(body);
+            Ok(Stored::Memory(copy))
         } else {
             let offset = shared.end.fetch_add(len as u64, Ordering::Relaxed);
             shared
@@ -315,14 +318,27 @@ impl Chunks {
         &self.pieces[content.first..content.first + content.count]
     }
 
-    /// The stored bytes of a piece.
-    pub(crate) fn read<'p>(&self, piece: &'p Piece) -> io::Result<Cow<'p, [u8]>> {
-        match &piece.stored {
-            Stored::Memory(bytes) => Ok(Cow::Borrowed(bytes)),
+    /// Takes the stored bytes of piece `n` (the `n`th piece of
+    /// [`ChunkStore`]) out of memory, or says where they are in the
+    /// scratch file; [`Chunks::load`] gives the bytes.
+    pub(crate) fn take(&mut self, n: usize) -> Stored {
+        match &mut self.pieces[n].stored {
+            Stored::Memory(bytes) => Stored::Memory(std::mem::take(bytes)),
+            Stored::File(offset) => Stored::File(*offset),
+        }
+    }
+
+    /// The `len` stored bytes of a piece [`Chunks::take`] gave, in a buffer
+    /// with room for a tag.
+    pub(crate) fn load(&self, stored: Stored, len: u32) -> io::Result<Vec<u8>> {
+        match stored {
+            Stored::Memory(bytes) if bytes.len() == len as usize => Ok(bytes),
+            Stored::Memory(_) => Err(io::Error::other("a chunk was taken twice")),
             Stored::File(offset) => {
-                let mut buf = vec![0u8; piece.len as usize];
-                self.file.read_exact_at(&mut buf, *offset)?;
-                Ok(Cow::Owned(buf))
+                let mut buf = Vec::with_capacity(len as usize + TAG_LEN);
+                buf.resize(len as usize, 0);
+                self.file.read_exact_at(&mut buf, offset)?;
+                Ok(buf)
             }
         }
     }
@@ -352,22 +368,7 @@ mod tests {
         let (a2, _) = store.put(&mut &text[..]).unwrap();
         let (e, zero) = store.put(&mut &b""[..]).unwrap();
         assert_eq!((a, n, a2, zero), (Digest::of(&text), 10500, a, 0));
-        let chunks = store.finish().unwrap();
-        let read_back = |d: &Digest| -> Vec<u8> {
-            let pieces = chunks.pieces(chunks.contents[d]);
-            pieces
-                .iter()
-                .flat_map(|p| {
-                    let stored = chunks.read(p).unwrap();
-                    assert_eq!(stored.len(), p.len as usize);
-                    if p.zstd {
-                        zstd::bulk::decompress(&stored, p.plain_len as usize).unwrap()
-                    } else {
-                        stored.into_owned()
-                    }
-                })
-                .collect()
-        };
+        let mut chunks = store.finish().unwrap();
         let text_pieces = chunks.pieces(chunks.contents[&a]);
         assert_eq!(
             text_pieces
@@ -377,6 +378,28 @@ mod tests {
             [(4096, true), (4096, true), (2308, true)]
         );
         assert!(chunks.pieces(chunks.contents[&b]).iter().all(|p| !p.zstd));
+        let mut read_back = |d: &Digest| -> Vec<u8> {
+            let content = chunks.contents[d];
+            (content.first..content.first + content.count)
+                .flat_map(|n| {
+                    let p = chunks.pieces[n].clone();
+                    let taken = chunks.take(n);
+                    let stored = chunks.load(taken, p.len).unwrap();
+                    assert_eq!(stored.len(), p.len as usize);
+                    // Bytes in memory are taken once; the scratch file keeps its own.
+                    let again = chunks.take(n);
+                    assert_eq!(
+                        chunks.load(again, p.len).is_err(),
+                        matches!(p.stored, Stored::Memory(_))
+                    );
+                    if p.zstd {
+                        zstd::bulk::decompress(&stored, p.plain_len as usize).unwrap()
+                    } else {
+                        stored
+                    }
+                })
+                .collect()
+        };
         assert_eq!(read_back(&a), text);
         assert_eq!(read_back(&b), noise);
         assert_eq!(chunks.contents[&e].count, 0);

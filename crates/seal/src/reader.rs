@@ -12,7 +12,9 @@ use cocoon_image::{Digest, Entry, EntryKind, Tree};
 
 use crate::aead::AeadKey;
 use crate::error::{Error, Result};
-use crate::format::{ChunkRecord, Header, FLAG_ENCRYPTED, FLAG_ZSTD, HEADER_LEN, INDEX_AAD};
+use crate::format::{
+    BlobDigest, ChunkRecord, Trailer, FLAG_ENCRYPTED, FLAG_ZSTD, INDEX_AAD, TRAILER_LEN,
+};
 use crate::index::{DataRef, Index, IndexEntry};
 use crate::keys::{DerivedKeys, ImageKey};
 use crate::manifest::{summarize_records, WorkloadManifest};
@@ -21,12 +23,12 @@ use crate::writer::chunk_aad;
 /// The index is compressed JSON; refuse to inflate it past this size.
 const MAX_INDEX_JSON: usize = 1 << 30;
 
-/// A sealed blob whose header and chunk table have been checked against the
-/// signed header digest. Opening reads only the header and the table.
+/// A sealed blob whose trailer and chunk table have been checked against
+/// the signed trailer digest. Opening reads only the trailer and the table.
 #[derive(Debug)]
 pub struct SealedBlob {
     file: File,
-    header: Header,
+    trailer: Trailer,
     table: Vec<ChunkRecord>,
 }
 
@@ -39,50 +41,51 @@ fn read_at(file: &File, offset: u64, len: u64, what: &str) -> Result<Vec<u8>> {
 }
 
 impl SealedBlob {
-    /// Opens the blob at `path`, which must have the header whose SHA-256 is
-    /// `header_digest` (from the signed seal descriptor).
-    pub fn open(path: &Path, header_digest: &Digest) -> Result<Self> {
+    /// Opens the blob at `path`, which must end with the trailer whose
+    /// SHA-256 is `trailer_digest` (from the signed seal descriptor).
+    pub fn open(path: &Path, trailer_digest: &Digest) -> Result<Self> {
         let file =
             File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let len = file
             .metadata()
             .map_err(|e| Error::io(format!("reading {}", path.display()), e))?
             .len();
-        if len < HEADER_LEN as u64 {
+        if len < TRAILER_LEN as u64 {
             return Err(Error::Format(format!(
                 "{} is too short to be a sealed blob",
                 path.display()
             )));
         }
-        let raw = read_at(&file, 0, HEADER_LEN as u64, "the sealed blob header")?;
-        if Digest::of(&raw) != *header_digest {
+        let at = len - TRAILER_LEN as u64;
+        let raw = read_at(&file, at, TRAILER_LEN as u64, "the sealed blob trailer")?;
+        if Digest::of(&raw) != *trailer_digest {
             return Err(Error::Tampered(
-                "the sealed blob header is not the one the owner signed".into(),
+                "the sealed blob trailer is not the one the owner signed".into(),
             ));
         }
-        let header = Header::decode(&raw, len)?;
+        let trailer = Trailer::decode(&raw, len)?;
         let table_bytes = read_at(
             &file,
-            header.table_offset,
-            header.table_len,
+            trailer.table_offset,
+            trailer.table_len,
             "the chunk table",
         )?;
-        if Digest::of(&table_bytes) != header.table_digest {
+        if BlobDigest::of(&table_bytes) != trailer.table_digest {
             return Err(Error::Tampered(
-                "the chunk table does not match the header".into(),
+                "the chunk table does not match the trailer".into(),
             ));
         }
-        let table = ChunkRecord::decode_table(&table_bytes, &header)?;
+        let table = ChunkRecord::decode_table(&table_bytes, &trailer)?;
         Ok(SealedBlob {
             file,
-            header,
+            trailer,
             table,
         })
     }
 
-    /// The header.
-    pub fn header(&self) -> &Header {
-        &self.header
+    /// The trailer.
+    pub fn trailer(&self) -> &Trailer {
+        &self.trailer
     }
 
     /// The chunk table.
@@ -109,7 +112,7 @@ impl SealedBlob {
     pub fn verify_chunks(&self) -> Result<()> {
         for n in 0..self.table.len() as u64 {
             let (r, bytes) = self.stored_chunk(n)?;
-            if Digest::of(&bytes) != r.digest {
+            if BlobDigest::of(&bytes) != r.digest {
                 return Err(Error::Tampered(format!(
                     "chunk {n} does not match the chunk table"
                 )));
@@ -117,13 +120,13 @@ impl SealedBlob {
         }
         let index = read_at(
             &self.file,
-            self.header.index_offset,
-            self.header.index_len,
+            self.trailer.index_offset,
+            self.trailer.index_len,
             "the index",
         )?;
-        if Digest::of(&index) != self.header.index_digest {
+        if BlobDigest::of(&index) != self.trailer.index_digest {
             return Err(Error::Tampered(
-                "the index does not match the header".into(),
+                "the index does not match the trailer".into(),
             ));
         }
         Ok(())
@@ -132,8 +135,8 @@ impl SealedBlob {
     /// Decrypts and checks the index with the image key: it must be the
     /// index of exactly the tree `manifest` describes.
     pub fn unlock(self, key: &ImageKey, manifest: &WorkloadManifest) -> Result<UnlockedTree> {
-        if self.header.tree_digest != manifest.tree.digest
-            || self.header.chunk_size != manifest.seal.chunk_size
+        if self.trailer.tree_digest != manifest.tree.digest
+            || self.trailer.chunk_size != manifest.seal.chunk_size
         {
             return Err(Error::Tampered(
                 "the sealed blob belongs to another workload".into(),
@@ -142,18 +145,18 @@ impl SealedBlob {
         let keys = key.derive(&manifest.tree.digest);
         let stored = read_at(
             &self.file,
-            self.header.index_offset,
-            self.header.index_len,
+            self.trailer.index_offset,
+            self.trailer.index_len,
             "the index",
         )?;
-        if Digest::of(&stored) != self.header.index_digest {
+        if BlobDigest::of(&stored) != self.trailer.index_digest {
             return Err(Error::Tampered(
-                "the index does not match the header".into(),
+                "the index does not match the trailer".into(),
             ));
         }
-        let aad = [INDEX_AAD, &self.header.table_digest.0].concat();
+        let aad = [INDEX_AAD, &self.trailer.table_digest.0].concat();
         let plain = AeadKey::new(&keys.index)?
-            .open(stored, &aad)
+            .open(0, stored, &aad)
             .ok_or_else(|| Error::Decrypt {
                 what: "the index".into(),
             })?;
@@ -203,7 +206,7 @@ impl UnlockedTree {
             .enumerate()
             .map(|(i, e)| (e.record.path.clone(), i))
             .collect();
-        let chunk_size = u64::from(blob.header.chunk_size);
+        let chunk_size = u64::from(blob.trailer.chunk_size);
         // Every file must point at chunks that exist and add up to its size.
         for e in &entries {
             let bad = || Error::Format(format!("index entry {} is inconsistent", e.record.path));
@@ -262,12 +265,12 @@ impl UnlockedTree {
         let (r, stored) = self.blob.stored_chunk(n)?;
         let body = if r.flags & FLAG_ENCRYPTED != 0 {
             self.chunk_key
-                .open(stored, &chunk_aad(n, r.flags, r.plain_len))
+                .open(n, stored, &chunk_aad(n, r.flags, r.plain_len))
                 .ok_or_else(|| Error::Decrypt {
                     what: format!("chunk {n}"),
                 })?
         } else {
-            if Digest::of(&stored) != r.digest {
+            if BlobDigest::of(&stored) != r.digest {
                 return Err(Error::Tampered(format!(
                     "chunk {n} does not match the chunk table"
                 )));
@@ -296,7 +299,7 @@ impl UnlockedTree {
         if offset >= size || buf.is_empty() {
             return Ok(0);
         }
-        let chunk_size = u64::from(self.blob.header.chunk_size);
+        let chunk_size = u64::from(self.blob.trailer.chunk_size);
         let want = (buf.len() as u64).min(size - offset) as usize;
         let mut done = 0;
         while done < want {

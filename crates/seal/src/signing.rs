@@ -1,7 +1,7 @@
 //! The owner's signing key and the signed seal descriptor.
 //!
 //! The owner signs, with Ed25519, a descriptor that binds the workload digest
-//! to the sealed blob's header digest. The signer is identified by the
+//! to the sealed blob's trailer digest. The signer is identified by the
 //! SHA-256 of its public key's SubjectPublicKeyInfo DER, the value KBS
 //! reference values name.
 
@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// Schema of the seal descriptor.
-pub const SEAL_SCHEMA: &str = "cocoon.dev/seal/v1";
+pub const SEAL_SCHEMA: &str = "cocoon.dev/seal/v2";
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -136,14 +136,14 @@ impl OwnerPublicKey {
     }
 }
 
-/// Where the sealed blob is and what its header hashes to.
+/// How big the sealed blob is and what its trailer hashes to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlobRef {
     /// Size of the sealed blob in bytes.
     pub size: u64,
-    /// SHA-256 of the sealed blob's 256-byte header.
-    pub header: Digest,
+    /// SHA-256 of the sealed blob's 256-byte trailer.
+    pub trailer: Digest,
 }
 
 /// What the owner signs.

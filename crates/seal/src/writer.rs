@@ -2,35 +2,40 @@
 //! [`ChunkStore`](crate::pack::ChunkStore) has already cut and compressed.
 //!
 //! [`SealPlan::new`] numbers the chunks in tree order and works out every
-//! offset and the blob's size before anything is encrypted, so the blob can
-//! be written in place inside a larger file (the sealed image's layer);
-//! [`SealPlan::write`] encrypts and writes the chunks in parallel, then the
-//! table, the index and the header.
+//! offset and the blob's size before anything is encrypted (a tar header in
+//! front of the blob needs the size); [`SealPlan::write`] then writes it
+//! front to back: the chunks a batch at a time, each batch encrypted (in
+//! parallel) and written while a thread of its own hashes the batches
+//! before it into the digest of whatever holds the blob (SHA-256 is one
+//! sequential stream), then the table, the index and the trailer.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::io::{self, IoSlice, Write};
+use std::sync::mpsc;
 
 use cocoon_image::{Digest, EntryKind};
 use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
 
 use crate::aead::AeadKey;
 use crate::error::{Error, Result};
 use crate::format::{
-    ChunkRecord, Header, CHUNK_AAD, FLAG_ENCRYPTED, FLAG_ZSTD, HEADER_LEN, INDEX_AAD, NONCE_LEN,
-    TABLE_RECORD_LEN, TAG_LEN,
+    BlobDigest, ChunkRecord, Trailer, CHUNK_AAD, FLAG_ENCRYPTED, FLAG_ZSTD, INDEX_AAD,
+    TABLE_RECORD_LEN, TAG_LEN, TRAILER_LEN,
 };
 use crate::index::{DataRef, Index, IndexEntry};
 use crate::keys::{DerivedKeys, ImageKey};
 use crate::manifest::{TreeRecords, WorkloadManifest};
-use crate::pack::{Chunks, Piece, ZSTD_LEVEL};
+use crate::pack::{Chunks, Stored, ZSTD_LEVEL};
+
+/// Chunks encrypted together while the batch before them is hashed.
+const BATCH: usize = 256;
 
 /// What was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealSummary {
-    /// SHA-256 of the header (what the owner signs).
-    pub header_digest: Digest,
+    /// SHA-256 of the trailer (what the owner signs).
+    pub trailer_digest: Digest,
     /// Total blob size.
     pub size: u64,
     /// Number of chunks.
@@ -41,42 +46,50 @@ pub struct SealSummary {
     pub plain_bytes: u64,
 }
 
-/// One chunk of the blob: which piece, whether it is encrypted, where it goes.
-struct Planned<'a> {
-    piece: &'a Piece,
+/// One chunk of the blob: which piece of the chunk store, its lengths,
+/// whether it is encrypted, where it goes.
+struct Planned {
+    piece: usize,
+    /// Bytes in the chunk store.
+    len: u32,
+    plain_len: u32,
+    zstd: bool,
     encrypt: bool,
     /// Offset in the blob.
     offset: u64,
 }
 
-impl Planned<'_> {
+impl Planned {
     fn flags(&self) -> u8 {
-        (if self.encrypt { FLAG_ENCRYPTED } else { 0 })
-            | (if self.piece.zstd { FLAG_ZSTD } else { 0 })
+        (if self.encrypt { FLAG_ENCRYPTED } else { 0 }) | (if self.zstd { FLAG_ZSTD } else { 0 })
+    }
+
+    /// Bytes the chunk takes in the blob.
+    fn stored_len(&self) -> u64 {
+        u64::from(self.len) + if self.encrypt { TAG_LEN as u64 } else { 0 }
     }
 }
 
 /// A sealed blob laid out but not yet written: chunk numbers, offsets and
 /// size are fixed, nothing is encrypted yet.
-pub struct SealPlan<'a> {
-    chunks: &'a Chunks,
+pub struct SealPlan {
     keys: DerivedKeys,
     chunk_size: u32,
     tree_digest: Digest,
-    planned: Vec<Planned<'a>>,
+    planned: Vec<Planned>,
     /// The zstd-compressed JSON index, to be encrypted.
     index: Vec<u8>,
     table_offset: u64,
 }
 
-impl<'a> SealPlan<'a> {
+impl SealPlan {
     /// Lays out the blob of the tree with records `tree`, whose contents are
     /// in `chunks`: each distinct content once, in tree order; a content is
     /// encrypted when any path holding it is under an encrypted path of
     /// `manifest`. Refuses a tree or chunk size other than the manifest's.
     pub fn new(
         tree: TreeRecords,
-        chunks: &'a Chunks,
+        chunks: &Chunks,
         manifest: &WorkloadManifest,
         key: &ImageKey,
     ) -> Result<Self> {
@@ -95,7 +108,7 @@ impl<'a> SealPlan<'a> {
             }
         }
         let mut planned: Vec<Planned> = Vec::new();
-        let mut offset = HEADER_LEN as u64;
+        let mut offset = 0u64;
         let mut stored: HashMap<Digest, DataRef> = HashMap::new();
         let mut entries = Vec::with_capacity(records.len());
         for record in records {
@@ -111,13 +124,16 @@ impl<'a> SealPlan<'a> {
                         })?;
                         let encrypt = encrypt_content[digest];
                         let first = planned.len() as u64;
-                        for piece in chunks.pieces(*content) {
+                        for (i, piece) in chunks.pieces(*content).iter().enumerate() {
                             let p = Planned {
-                                piece,
+                                piece: content.first + i,
+                                len: piece.len,
+                                plain_len: piece.plain_len,
+                                zstd: piece.zstd,
                                 encrypt,
                                 offset,
                             };
-                            offset += stored_len(&p);
+                            offset += p.stored_len();
                             planned.push(p);
                         }
                         let d = DataRef {
@@ -140,7 +156,6 @@ impl<'a> SealPlan<'a> {
         let index = zstd::bulk::compress(&json, ZSTD_LEVEL)
             .map_err(|e| Error::io("compressing the index", e))?;
         Ok(SealPlan {
-            chunks,
             keys: key.derive(&manifest.tree.digest),
             chunk_size: manifest.seal.chunk_size,
             tree_digest: manifest.tree.digest,
@@ -155,102 +170,118 @@ impl<'a> SealPlan<'a> {
     }
 
     fn index_len(&self) -> u64 {
-        (NONCE_LEN + self.index.len() + TAG_LEN) as u64
+        (self.index.len() + TAG_LEN) as u64
     }
 
     /// The size the blob will have.
     pub fn size(&self) -> u64 {
-        self.table_offset + self.table_len() + self.index_len()
+        self.table_offset + self.table_len() + self.index_len() + TRAILER_LEN as u64
     }
 
-    /// Writes the blob into `out` from offset `at` (the bytes from `at` to
-    /// `at + size()` are overwritten): encrypts the chunks of encrypted
-    /// contents in parallel, then writes the table, the index and the
-    /// header. Deterministic: the same inputs give the same bytes.
-    pub fn write(&self, out: &File, at: u64) -> Result<SealSummary> {
-        let io = |e| Error::io("writing sealed blob", e);
+    /// Writes the blob, [`SealPlan::size`] bytes, to `out`, taking the
+    /// stored chunks out of `chunks`, and feeds its bytes in order to
+    /// `hasher`: encrypts and writes the chunks (in parallel, a batch at a
+    /// time), then the table, the index and the trailer. Deterministic: the
+    /// same inputs give the same bytes.
+    pub fn write(
+        &self,
+        mut chunks: Chunks,
+        out: &mut (impl Write + Send),
+        hasher: &mut Sha256,
+    ) -> Result<SealSummary> {
+        let io = |e| Error::io("writing the sealed blob", e);
         let chunk_key = AeadKey::new(&self.keys.chunk)?;
-        let table: Vec<ChunkRecord> = self
-            .planned
-            .par_iter()
-            .enumerate()
-            .with_min_len(8)
-            .map(|(number, p)| {
-                let body = self
-                    .chunks
-                    .read(p.piece)
-                    .map_err(|e| Error::io("reading a stored chunk", e))?;
-                let flags = p.flags();
-                let bytes = if p.encrypt {
-                    let number = number as u64;
-                    Cow::Owned(chunk_key.seal(
-                        self.keys.nonce(CHUNK_AAD, number, &body),
-                        &body,
-                        &chunk_aad(number, flags, p.piece.plain_len),
-                    )?)
-                } else {
-                    body
-                };
-                out.write_all_at(&bytes, at + p.offset).map_err(io)?;
-                Ok(ChunkRecord {
-                    offset: p.offset,
-                    stored_len: bytes.len() as u32,
-                    plain_len: p.piece.plain_len,
-                    flags,
-                    digest: Digest::of(&bytes),
-                })
-            })
-            .collect::<Result<_>>()?;
-        let mut encoded_table = Vec::with_capacity(self.table_len() as usize);
-        for r in &table {
-            r.encode_into(&mut encoded_table);
-        }
-        let table_digest = Digest::of(&encoded_table);
-        out.write_all_at(&encoded_table, at + self.table_offset)
-            .map_err(io)?;
-        let stored_index = AeadKey::new(&self.keys.index)?.seal(
-            self.keys.nonce(INDEX_AAD, 0, &self.index),
-            &self.index,
+        let mut table = Vec::with_capacity(self.table_len() as usize);
+        // The hashing thread takes each batch once it is written; the
+        // channel holds two, which bounds the memory in flight.
+        let (to_hash, batches) = mpsc::sync_channel::<Vec<Vec<u8>>>(2);
+        std::thread::scope(|scope| -> Result<()> {
+            let hashing = &mut *hasher;
+            scope.spawn(move || {
+                for batch in batches {
+                    batch.iter().for_each(|bytes| hashing.update(bytes));
+                }
+            });
+            for (b, batch) in self.planned.chunks(BATCH).enumerate() {
+                let first = (b * BATCH) as u64;
+                let taken: Vec<Stored> = batch.iter().map(|p| chunks.take(p.piece)).collect();
+                let sealed = taken
+                    .into_par_iter()
+                    .zip(batch)
+                    .enumerate()
+                    .with_min_len(8)
+                    .map(|(i, (stored, p))| {
+                        let mut bytes = chunks
+                            .load(stored, p.len)
+                            .map_err(|e| Error::io("reading a stored chunk", e))?;
+                        let number = first + i as u64;
+                        if p.encrypt {
+                            let aad = chunk_aad(number, p.flags(), p.plain_len);
+                            chunk_key.seal(number, &mut bytes, &aad)?;
+                        }
+                        let record = ChunkRecord {
+                            offset: p.offset,
+                            stored_len: bytes.len() as u32,
+                            plain_len: p.plain_len,
+                            flags: p.flags(),
+                            digest: BlobDigest::of(&bytes),
+                        };
+                        Ok((bytes, record))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let bytes: Vec<Vec<u8>> = sealed
+                    .into_iter()
+                    .map(|(bytes, record)| {
+                        record.encode_into(&mut table);
+                        bytes
+                    })
+                    .collect();
+                // One call for the batch: thousands of small writes cost
+                // ext4 more than encrypting them.
+                let mut slices: Vec<IoSlice> = bytes.iter().map(|b| IoSlice::new(b)).collect();
+                write_all_vectored(out, &mut slices).map_err(io)?;
+                to_hash
+                    .send(bytes)
+                    .map_err(|_| io(io::Error::other("the hashing thread stopped")))?;
+            }
+            drop(to_hash);
+            Ok(())
+        })?;
+        let mut write = |bytes: &[u8]| {
+            hasher.update(bytes);
+            out.write_all(bytes).map_err(io)
+        };
+        let table_digest = BlobDigest::of(&table);
+        write(&table)?;
+        let mut stored_index = self.index.clone();
+        AeadKey::new(&self.keys.index)?.seal(
+            0,
+            &mut stored_index,
             &[INDEX_AAD, &table_digest.0].concat(),
         )?;
         let index_offset = self.table_offset + self.table_len();
-        out.write_all_at(&stored_index, at + index_offset)
-            .map_err(io)?;
-        let header = Header {
+        write(&stored_index)?;
+        let trailer = Trailer {
             chunk_size: self.chunk_size,
-            chunk_count: table.len() as u64,
+            chunk_count: self.planned.len() as u64,
             table_offset: self.table_offset,
             table_len: self.table_len(),
             table_digest,
             index_offset,
             index_len: stored_index.len() as u64,
-            index_digest: Digest::of(&stored_index),
+            index_digest: BlobDigest::of(&stored_index),
             tree_digest: self.tree_digest,
         };
-        let encoded = header.encode();
-        out.write_all_at(&encoded, at).map_err(io)?;
+        let encoded = trailer.encode();
+        write(&encoded)?;
         Ok(SealSummary {
-            header_digest: Digest::of(&encoded),
+            trailer_digest: Digest::of(&encoded),
             size: self.size(),
-            chunks: header.chunk_count,
+            chunks: trailer.chunk_count,
             encrypted_chunks: self.planned.iter().filter(|p| p.encrypt).count() as u64,
-            plain_bytes: self
-                .planned
-                .iter()
-                .map(|p| u64::from(p.piece.plain_len))
-                .sum(),
+            plain_bytes: self.planned.iter().map(|p| u64::from(p.plain_len)).sum(),
         })
     }
-}
-
-/// Bytes a planned chunk takes in the blob.
-fn stored_len(p: &Planned) -> u64 {
-    u64::from(p.piece.len)
-        + if p.encrypt {
-            (NONCE_LEN + TAG_LEN) as u64
-        } else {
-            0
-        }
 }
 
 /// The additional data that binds an encrypted chunk to its place.
@@ -262,4 +293,17 @@ pub(crate) fn chunk_aad(number: u64, flags: u8, plain_len: u32) -> Vec<u8> {
         &plain_len.to_le_bytes(),
     ]
     .concat()
+}
+
+/// Writes all of `slices` with as few calls as the kernel allows.
+fn write_all_vectored(out: &mut impl Write, mut slices: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !slices.is_empty() {
+        match out.write_vectored(slices) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! The reader against blobs made by the writer: random access, and refusal
 //! of tampering that slips past the signature layer (for example an attacker
-//! who could re-sign the header): GCM tags bound to the chunk position, the
+//! who could re-sign the trailer): GCM-SIV tags bound to the chunk position, the
 //! index bound to the table and to the tree digest.
 
 use std::collections::BTreeMap;
@@ -8,7 +8,7 @@ use std::fs;
 
 use cocoon_image::store::ContentStore;
 use cocoon_image::{Digest, Entry, EntryKind, Tree};
-use cocoon_seal::format::{ChunkRecord, Header, TABLE_RECORD_LEN};
+use cocoon_seal::format::{BlobDigest, ChunkRecord, Trailer, TABLE_RECORD_LEN, TRAILER_LEN};
 use cocoon_seal::manifest::{
     PlatformSpec, RuntimeConfig, SealParams, TreeRecords, SCHEMA, SEAL_FORMAT,
 };
@@ -16,12 +16,13 @@ use cocoon_seal::pack::ChunkStore;
 use cocoon_seal::reader::SealedBlob;
 use cocoon_seal::writer::SealPlan;
 use cocoon_seal::{Error, ImageKey, WorkloadManifest};
+use sha2::{Digest as _, Sha256};
 
 struct Sealed {
     dir: tempfile::TempDir,
     manifest: WorkloadManifest,
     key: ImageKey,
-    header: Digest,
+    trailer: Digest,
     big: Vec<u8>,
 }
 
@@ -44,10 +45,15 @@ fn file(store: &mut ChunkStore, data: &[u8], inode: u64) -> Entry {
 /// A tree with a 40 KiB encrypted file (10 chunks of 4 KiB), a plaintext
 /// file, a hardlink and an empty file, sealed with 4 KiB chunks.
 fn sealed(encrypted: &[&str]) -> Sealed {
+    sealed_with(encrypted, 1250)
+}
+
+/// The same with a big file of `digests` x 32 bytes.
+fn sealed_with(encrypted: &[&str], digests: u32) -> Sealed {
     let dir = tempfile::tempdir().unwrap();
     let mut store = ChunkStore::new(dir.path(), 4096).unwrap();
     // Incompressible, so every full chunk stores the same number of bytes.
-    let big: Vec<u8> = (0..1250u32)
+    let big: Vec<u8> = (0..digests)
         .flat_map(|i| Digest::of(&i.to_le_bytes()).0)
         .collect();
     let mut tree = Tree::new();
@@ -77,16 +83,20 @@ fn sealed(encrypted: &[&str]) -> Sealed {
         launcher: Digest([9; 32]),
     };
     let key = ImageKey::from_bytes(&[5u8; 32]).unwrap();
-    let out = fs::File::create_new(dir.path().join("blob")).unwrap();
+    let mut out = fs::File::create_new(dir.path().join("blob")).unwrap();
     let chunks = store.finish().unwrap();
     let plan = SealPlan::new(records, &chunks, &manifest, &key).unwrap();
-    let summary = plan.write(&out, 0).unwrap();
+    let mut hasher = Sha256::new();
+    let summary = plan.write(chunks, &mut out, &mut hasher).unwrap();
     assert_eq!(out.metadata().unwrap().len(), plan.size());
+    // The bytes fed to the hasher are the blob's, in order.
+    let written = fs::read(dir.path().join("blob")).unwrap();
+    assert_eq!(hasher.finalize()[..], Digest::of(&written).0);
     Sealed {
         dir,
         manifest,
         key,
-        header: summary.header_digest,
+        trailer: summary.trailer_digest,
         big,
     }
 }
@@ -97,25 +107,34 @@ impl Sealed {
     }
 
     fn open(&self) -> Result<cocoon_seal::reader::UnlockedTree, Error> {
-        SealedBlob::open(&self.path(), &self.header)?.unlock(&self.key, &self.manifest)
+        SealedBlob::open(&self.path(), &self.trailer)?.unlock(&self.key, &self.manifest)
     }
 
-    /// Rewrites the blob with `f`, then fixes the table and header digests
-    /// as someone who could re-sign would; returns the new header digest.
-    fn rewrite(&mut self, f: impl FnOnce(&mut Vec<u8>, &Header, &[ChunkRecord])) {
+    /// Rewrites the blob with `f`, then fixes the table digest in the
+    /// trailer as someone who could re-sign would, and takes the new
+    /// trailer digest as the signed one.
+    fn rewrite(&mut self, f: impl FnOnce(&mut Vec<u8>, &[ChunkRecord])) {
         let mut b = fs::read(self.path()).unwrap();
-        let h = Header::decode(&b[..256], b.len() as u64).unwrap();
-        let t = ChunkRecord::decode_table(&b[h.table_offset as usize..h.index_offset as usize], &h)
-            .unwrap();
-        f(&mut b, &h, &t);
-        let h = Header::decode(&b[..256], b.len() as u64).unwrap();
-        let table = &b[h.table_offset as usize..h.index_offset as usize];
-        let mut h2 = h.clone();
-        h2.table_digest = Digest::of(table);
-        b[..256].copy_from_slice(&h2.encode());
-        self.header = Digest::of(&b[..256]);
+        let (_, t) = trailer_and_table(&b);
+        f(&mut b, &t);
+        let mut h = trailer_of(&b);
+        h.table_digest = BlobDigest::of(&b[h.table_offset as usize..h.index_offset as usize]);
+        let at = b.len() - TRAILER_LEN;
+        b[at..].copy_from_slice(&h.encode());
+        self.trailer = Digest::of(&b[at..]);
         fs::write(self.path(), b).unwrap();
     }
+}
+
+fn trailer_of(b: &[u8]) -> Trailer {
+    Trailer::decode(&b[b.len() - TRAILER_LEN..], b.len() as u64).unwrap()
+}
+
+fn trailer_and_table(b: &[u8]) -> (Trailer, Vec<ChunkRecord>) {
+    let h = trailer_of(b);
+    let t = ChunkRecord::decode_table(&b[h.table_offset as usize..h.index_offset as usize], &h)
+        .unwrap();
+    (h, t)
 }
 
 #[test]
@@ -143,9 +162,9 @@ fn reads_any_range_and_follows_hardlinks() {
 }
 
 #[test]
-fn swapped_encrypted_chunks_fail_their_tag_even_with_a_resigned_header() {
+fn swapped_encrypted_chunks_fail_their_tag_even_with_a_resigned_trailer() {
     let mut s = sealed(&["/"]);
-    s.rewrite(|b, _, t| {
+    s.rewrite(|b, t| {
         // Chunks 0 and 1 (both full 4 KiB of the big file, encrypted):
         // swap their bytes and their table records' digests.
         assert_eq!(t[0].stored_len, t[1].stored_len, "equal-length chunks");
@@ -157,9 +176,7 @@ fn swapped_encrypted_chunks_fail_their_tag_even_with_a_resigned_header() {
         let first = b[a..a + n].to_vec();
         b.copy_within(c..c + n, a);
         b[c..c + n].copy_from_slice(&first);
-        let table_at = Header::decode(&b[..256], b.len() as u64)
-            .unwrap()
-            .table_offset as usize;
+        let table_at = trailer_of(b).table_offset as usize;
         let (r0, r1) = (table_at + 20, table_at + TABLE_RECORD_LEN + 20);
         let d0 = b[r0..r0 + 32].to_vec();
         b.copy_within(r1..r1 + 32, r0);
@@ -176,14 +193,12 @@ fn swapped_encrypted_chunks_fail_their_tag_even_with_a_resigned_header() {
 #[test]
 fn a_tampered_encrypted_chunk_is_an_error_not_wrong_bytes() {
     let mut s = sealed(&["/"]);
-    s.rewrite(|b, _, t| {
+    s.rewrite(|b, t| {
         b[t[3].offset as usize + 20] ^= 1;
-        let table_at = Header::decode(&b[..256], b.len() as u64)
-            .unwrap()
-            .table_offset as usize;
+        let table_at = trailer_of(b).table_offset as usize;
         let rec = table_at + 3 * TABLE_RECORD_LEN + 20;
         let stored = &b[t[3].offset as usize..t[3].offset as usize + t[3].stored_len as usize];
-        let d = Digest::of(stored).0;
+        let d = BlobDigest::of(stored).0;
         b[rec..rec + 32].copy_from_slice(&d);
     });
     // Re-hashed table: the index AAD no longer matches either.
@@ -193,12 +208,11 @@ fn a_tampered_encrypted_chunk_is_an_error_not_wrong_bytes() {
 #[test]
 fn the_chunk_position_is_bound_by_the_aad() {
     // Keep the table intact but copy chunk 1's bytes over chunk 0: the
-    // keyless check catches it, and with the key the GCM tag does too.
+    // keyless check catches it, and with the key the GCM-SIV tag does too
+    // (the nonce and the additional data are the chunk's position).
     let s = sealed(&["/"]);
     let mut b = fs::read(s.path()).unwrap();
-    let h = Header::decode(&b[..256], b.len() as u64).unwrap();
-    let t = ChunkRecord::decode_table(&b[h.table_offset as usize..h.index_offset as usize], &h)
-        .unwrap();
+    let (_, t) = trailer_and_table(&b);
     let t_open = s.open().unwrap();
     let (a, n, c) = (
         t[0].offset as usize,
@@ -212,7 +226,7 @@ fn the_chunk_position_is_bound_by_the_aad() {
         err,
         "cannot decrypt chunk 0: wrong image key or tampered data"
     );
-    let blob = SealedBlob::open(&s.path(), &s.header).unwrap();
+    let blob = SealedBlob::open(&s.path(), &s.trailer).unwrap();
     assert_eq!(
         blob.verify_chunks().unwrap_err().to_string(),
         "sealed image tampered with: chunk 0 does not match the chunk table"
@@ -224,9 +238,7 @@ fn a_plaintext_chunk_changed_on_disk_is_refused_on_read() {
     let s = sealed(&[]);
     let t_open = s.open().unwrap();
     let mut b = fs::read(s.path()).unwrap();
-    let h = Header::decode(&b[..256], b.len() as u64).unwrap();
-    let t = ChunkRecord::decode_table(&b[h.table_offset as usize..h.index_offset as usize], &h)
-        .unwrap();
+    let (_, t) = trailer_and_table(&b);
     b[t[2].offset as usize] ^= 0x80;
     fs::write(s.path(), &b).unwrap();
     let err = t_open.read_file("/data/big").unwrap_err().to_string();
@@ -241,7 +253,7 @@ fn the_blob_of_another_workload_or_a_wrong_key_is_refused() {
     let s = sealed(&["/data"]);
     let mut other = s.manifest.clone();
     other.tree.digest = Digest([1; 32]);
-    let err = SealedBlob::open(&s.path(), &s.header)
+    let err = SealedBlob::open(&s.path(), &s.trailer)
         .unwrap()
         .unlock(&s.key, &other)
         .unwrap_err();
@@ -250,7 +262,7 @@ fn the_blob_of_another_workload_or_a_wrong_key_is_refused() {
         "sealed image tampered with: the sealed blob belongs to another workload"
     );
     let wrong = ImageKey::from_bytes(&[6u8; 32]).unwrap();
-    let err = SealedBlob::open(&s.path(), &s.header)
+    let err = SealedBlob::open(&s.path(), &s.trailer)
         .unwrap()
         .unlock(&wrong, &s.manifest)
         .unwrap_err();
@@ -261,8 +273,21 @@ fn the_blob_of_another_workload_or_a_wrong_key_is_refused() {
     let err = SealedBlob::open(&s.path(), &Digest([0; 32])).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "sealed image tampered with: the sealed blob header is not the one the owner signed"
+        "sealed image tampered with: the sealed blob trailer is not the one the owner signed"
     );
+}
+
+#[test]
+fn a_blob_of_many_batches_reads_back_and_hashes_as_written() {
+    // 1.2 MB in 4 KiB chunks: 293 chunks, more than the writer seals at once.
+    let s = sealed_with(&["/data"], 37_500);
+    let t = s.open().unwrap();
+    assert_eq!(t.read_file("/data/big").unwrap(), s.big);
+    t.verify_all().unwrap();
+    SealedBlob::open(&s.path(), &s.trailer)
+        .unwrap()
+        .verify_chunks()
+        .unwrap();
 }
 
 #[test]

@@ -52,7 +52,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     )?;
     let verified = sealed.verify(&owner, key.as_ref())?;
     if let (Some(dir), Some(key)) = (&args.extract, &key) {
-        let blob = SealedBlob::open(&sealed.blob_path, &sealed.seal.descriptor.blob.header)?;
+        let blob = SealedBlob::open(&sealed.blob_path, &sealed.seal.descriptor.blob.trailer)?;
         let unlocked = blob.unlock(key, &sealed.manifest)?;
         let mut store = PackStore::new(scratch.path()).context("creating the content store")?;
         let tree = unlocked.to_tree(&mut store)?;

@@ -78,7 +78,7 @@ pub fn seal_with(image: &str, chunk_size: u32) -> Sealed {
         &work.path().join("opened"),
     )
     .unwrap();
-    let header = opened.seal.verify(&signer.public()).unwrap().blob.header;
+    let header = opened.seal.verify(&signer.public()).unwrap().blob.trailer;
     let tree = SealedBlob::open(&opened.blob_path, &header)
         .unwrap()
         .unlock(&key, &opened.manifest)
