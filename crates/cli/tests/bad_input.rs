@@ -144,6 +144,23 @@ fn blob_digest_mismatch_names_the_blob() {
 }
 
 #[test]
+fn an_uncompressed_layer_that_is_not_its_diff_id_is_refused_before_reading() {
+    let tar = RawTar::new().file("hello", b"hi\n").finish();
+    let mut layer = Layer::tar(tar);
+    let claimed = cocoon_testkit::layout::digest(b"another tar");
+    layer.diff_id = claimed.clone();
+    let blob = cocoon_testkit::layout::digest(&layer.blob);
+    let work = image_with(&[layer]);
+    let err = unpack_fails(work.path());
+    assert!(
+        err.ends_with(&format!(
+            "its digest hashes to {blob}, but the config's diff_id is {claimed}"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn missing_blob_is_named() {
     let work = tempfile::tempdir().unwrap();
     let layer = Layer::tar(RawTar::new().file("data", b"x").finish());

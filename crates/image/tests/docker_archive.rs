@@ -5,6 +5,8 @@ use std::path::Path;
 use std::process::Command;
 
 use cocoon_image::copy::copy_image;
+use cocoon_image::flatten::flatten;
+use cocoon_image::store::CasDir;
 use cocoon_image::transport::docker_archive::{DockerArchiveDest, DockerArchiveSource};
 use cocoon_image::transport::oci_layout::OciLayoutSource;
 use cocoon_image::transport::{read_blob, resolve, ImageSource};
@@ -143,6 +145,9 @@ fn tar_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
         let mut h = tar::Header::new_ustar();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
         h.set_entry_type(tar::EntryType::Regular);
         b.append_data(&mut h, name, *data).unwrap();
     }
@@ -236,6 +241,35 @@ fn a_layer_that_does_not_match_its_diff_id_is_refused_naming_it() {
         Digest::of(&gz).to_string()
     );
     read_all_layers(&mut src);
+    let store = tmp.path().join("store");
+    flatten(&mut src, &image, &mut CasDir::new(&store).unwrap()).unwrap();
+
+    // A gzip layer is named by nothing but its diff_id in an archive, so
+    // flattening hashes it uncompressed: another tar under that diff_id is
+    // refused.
+    let other = tar_of(&[("hello", b"ho\n")]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &other).unwrap();
+    let swapped = tmp.path().join("swapped.tar");
+    small_archive(
+        &swapped,
+        "layer/layer.tar",
+        &gz.finish().unwrap(),
+        Digest::of(&layer),
+    );
+    let mut src = DockerArchiveSource::open(&swapped, None).unwrap();
+    assert!(!src.manifest_pins_layers());
+    let image = resolve(&mut src, &Platform::default()).unwrap();
+    let err = flatten(&mut src, &image, &mut CasDir::new(&store).unwrap()).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "blob {} is corrupt: its uncompressed content hashes to {}, but the config's diff_id is {}",
+            image.parsed.layers()[0].digest(),
+            Digest::of(&other),
+            Digest::of(&layer)
+        )
+    );
 }
 
 #[test]

@@ -97,11 +97,6 @@ pub fn convert(
     dst: &mut dyn ImageDest,
     req: &ConvertRequest<'_>,
 ) -> Result<Converted> {
-    if Digest::of(req.launcher) != req.options.launcher {
-        return Err(Error::Tampered(
-            "the launcher binary does not match the launcher digest".into(),
-        ));
-    }
     let image = resolve(src, platform)?;
     let source_bytes: u64 = image.parsed.layers().iter().map(|l| l.size()).sum();
     (req.progress)("flatten", 0, source_bytes);
@@ -112,12 +107,21 @@ pub fn convert(
     let manifest = WorkloadManifest::new(&image, records.summary().clone(), &req.options)?;
     let chunks = store.finish()?;
     (req.progress)("flatten", source_bytes, source_bytes);
-    // Layer 1 needs only the launcher: build it while the tree is sealed,
-    // whose last steps (hashing the layer, signing) leave a core idle,
-    // rather than during flattening, which keeps every core busy.
+    // Layer 1 needs only the launcher: check it against its digest and
+    // build it while the tree is sealed, whose last steps leave a core
+    // idle, rather than before or during flattening, which keeps every
+    // core busy.
     let (sealed, (launcher_layer, launcher_tar_bytes_digest)) =
         std::thread::scope(|scope| -> Result<_> {
-            let launcher = scope.spawn(|| launcher_layer(req.launcher));
+            let (launcher, launcher_digest) = (req.launcher, req.options.launcher);
+            let launcher = scope.spawn(move || {
+                if Digest::of(launcher) != launcher_digest {
+                    return Err(Error::Tampered(
+                        "the launcher binary does not match the launcher digest".into(),
+                    ));
+                }
+                launcher_layer(launcher)
+            });
             let sealed = seal_layer(manifest, records, chunks, req);
             let launcher = launcher.join().map_err(|_| {
                 Error::io(

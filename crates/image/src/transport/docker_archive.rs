@@ -428,6 +428,10 @@ impl ImageSource for DockerArchiveSource {
         })
     }
 
+    fn manifest_pins_layers(&self) -> bool {
+        false
+    }
+
     fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         let digest = Digest::try_from(desc.digest())?;
         let span = *self.blobs.get(&digest).ok_or_else(|| Error::MissingBlob {

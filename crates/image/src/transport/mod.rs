@@ -54,6 +54,11 @@ pub trait ImageSource {
     /// [`Error::BlobMismatch`] at the end of the stream if the content does not
     /// match the descriptor, so callers must read it to the end.
     fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>>;
+    /// Whether the manifest names every layer by the digest of its stored
+    /// bytes, so that [`ImageSource::blob`] checks each layer against the
+    /// image itself (OCI layout, registry). A docker-archive names its
+    /// layers only by their diff_ids (the digests of the uncompressed tars).
+    fn manifest_pins_layers(&self) -> bool;
 }
 
 /// Writes one image. Blobs come first, the manifest last; the image becomes

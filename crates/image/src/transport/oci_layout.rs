@@ -126,6 +126,10 @@ impl ImageSource for OciLayoutSource {
         self.read_manifest(desc)
     }
 
+    fn manifest_pins_layers(&self) -> bool {
+        true
+    }
+
     fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         let digest = Digest::try_from(desc.digest())?;
         let path = blob_path(&self.dir, &digest);

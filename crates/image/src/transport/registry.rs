@@ -650,6 +650,10 @@ impl ImageSource for RegistrySource {
         Ok(m)
     }
 
+    fn manifest_pins_layers(&self) -> bool {
+        true
+    }
+
     fn blob(&mut self, desc: &Descriptor) -> Result<Box<dyn Read + Send + '_>> {
         let digest = Digest::try_from(desc.digest())?;
         let url = self.client.url(&format!("blobs/{digest}"));
