@@ -4,7 +4,7 @@
 //! ```text
 //! 0         chunk data, chunk after chunk
 //! T         chunk table: chunk_count records of 52 bytes (plaintext)
-//! I         index: AES-256-GCM-SIV(zstd(JSON index)) || tag(16)
+//! I         index: AES-256-GCM(zstd(JSON index)) || tag(16) || nonce(12)
 //! size-256  trailer (256 bytes, plaintext)
 //! ```
 //!
@@ -26,10 +26,12 @@ pub const VERSION: u16 = 2;
 pub const TRAILER_LEN: usize = 256;
 /// Size of one chunk table record.
 pub const TABLE_RECORD_LEN: usize = 52;
-/// Bytes of AES-GCM-SIV tag after an encrypted chunk or the index.
+/// Bytes of GCM tag after an encrypted chunk or the index.
 pub const TAG_LEN: usize = 16;
+/// Bytes of nonce after the tag of an encrypted chunk or the index.
+pub const NONCE_LEN: usize = 12;
 
-/// Chunk flag: the stored bytes are `AES-256-GCM-SIV ciphertext || tag`.
+/// Chunk flag: the stored bytes are `AES-256-GCM ciphertext || tag || nonce`.
 pub const FLAG_ENCRYPTED: u8 = 1;
 /// Chunk flag: the (decrypted) bytes are a zstd frame.
 pub const FLAG_ZSTD: u8 = 2;
@@ -141,7 +143,7 @@ impl Trailer {
         let ok = h.chunk_count.checked_mul(TABLE_RECORD_LEN as u64) == Some(h.table_len)
             && table_end == Some(h.index_offset)
             && index_end.and_then(|e| e.checked_add(TRAILER_LEN as u64)) == Some(blob_len)
-            && h.index_len >= TAG_LEN as u64;
+            && h.index_len >= (TAG_LEN + NONCE_LEN) as u64;
         if !ok {
             return Err(Error::Format(
                 "trailer offsets do not describe this blob".into(),
@@ -190,7 +192,7 @@ impl ChunkRecord {
                 digest: BlobDigest(bytes32_at(b, 20)),
             };
             let min_len = if r.flags & FLAG_ENCRYPTED != 0 {
-                TAG_LEN as u32
+                (TAG_LEN + NONCE_LEN) as u32
             } else {
                 0
             };

@@ -84,11 +84,13 @@ impl ImageKey {
         let mut keys = DerivedKeys {
             chunk: [0; 32],
             index: [0; 32],
+            nonce: [0; 32],
         };
         // HKDF-SHA256 can expand 32 bytes for any info: cannot fail.
         for (info, out) in [
             (&b"cocoon-seal/2 chunk key"[..], &mut keys.chunk),
             (b"cocoon-seal/2 index key", &mut keys.index),
+            (b"cocoon-seal/2 nonce key", &mut keys.nonce),
         ] {
             hk.expand(info, out)
                 .expect("32 bytes is a valid HKDF-SHA256 length");
@@ -100,10 +102,12 @@ impl ImageKey {
 /// Keys derived from an image key for one tree.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct DerivedKeys {
-    /// AES-256-GCM-SIV key of the content chunks.
+    /// AES-256-GCM key of the content chunks.
     pub chunk: [u8; 32],
-    /// AES-256-GCM-SIV key of the index.
+    /// AES-256-GCM key of the index.
     pub index: [u8; 32],
+    /// BLAKE3 key of the synthetic nonces (chunks and index).
+    pub nonce: [u8; 32],
 }
 
 #[cfg(test)]
@@ -139,5 +143,6 @@ mod tests {
         let b = k.derive(&Digest([2; 32]));
         assert_ne!(a.chunk, b.chunk);
         assert_ne!(a.chunk, a.index);
+        assert_ne!(a.nonce, a.chunk);
     }
 }

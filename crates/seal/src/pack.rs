@@ -26,7 +26,7 @@ use cocoon_image::store::ContentStore;
 use cocoon_image::Digest;
 use sha2::{Digest as _, Sha256};
 
-use crate::format::TAG_LEN;
+use crate::format::{NONCE_LEN, TAG_LEN};
 use crate::manifest::check_chunk_size;
 
 /// zstd level for chunks and the index: level 1 compresses about 1.6x as
@@ -276,8 +276,8 @@ fn compress_worker(
         let body = if zstd { &compressed[..] } else { data };
         let stored = if kept {
             // A copy of just the stored bytes (the buffers are chunk-size),
-            // with room for the tag it may be sealed with in place.
-            let mut copy = Vec::with_capacity(len + TAG_LEN);
+            // with room for the tag and nonce it may be sealed with in place.
+            let mut copy = Vec::with_capacity(len + TAG_LEN + NONCE_LEN);
             copy.extend_from_slice(body);
             Ok(Stored::Memory(copy))
         } else {
@@ -329,13 +329,13 @@ impl Chunks {
     }
 
     /// The `len` stored bytes of a piece [`Chunks::take`] gave, in a buffer
-    /// with room for a tag.
+    /// with room for a tag and a nonce.
     pub(crate) fn load(&self, stored: Stored, len: u32) -> io::Result<Vec<u8>> {
         match stored {
             Stored::Memory(bytes) if bytes.len() == len as usize => Ok(bytes),
             Stored::Memory(_) => Err(io::Error::other("a chunk was taken twice")),
             Stored::File(offset) => {
-                let mut buf = Vec::with_capacity(len as usize + TAG_LEN);
+                let mut buf = Vec::with_capacity(len as usize + TAG_LEN + NONCE_LEN);
                 buf.resize(len as usize, 0);
                 self.file.read_exact_at(&mut buf, offset)?;
                 Ok(buf)

@@ -13,7 +13,7 @@ use cocoon_image::{Digest, Entry, EntryKind, Tree};
 use crate::aead::AeadKey;
 use crate::error::{Error, Result};
 use crate::format::{
-    BlobDigest, ChunkRecord, Trailer, FLAG_ENCRYPTED, FLAG_ZSTD, INDEX_AAD, TRAILER_LEN,
+    BlobDigest, ChunkRecord, Trailer, CHUNK_AAD, FLAG_ENCRYPTED, FLAG_ZSTD, INDEX_AAD, TRAILER_LEN,
 };
 use crate::index::{DataRef, Index, IndexEntry};
 use crate::keys::{DerivedKeys, ImageKey};
@@ -155,8 +155,8 @@ impl SealedBlob {
             ));
         }
         let aad = [INDEX_AAD, &self.trailer.table_digest.0].concat();
-        let plain = AeadKey::new(&keys.index)?
-            .open(0, stored, &aad)
+        let plain = AeadKey::new(&keys.index, &keys.nonce, INDEX_AAD)?
+            .open(stored, &aad)
             .ok_or_else(|| Error::Decrypt {
                 what: "the index".into(),
             })?;
@@ -236,7 +236,7 @@ impl UnlockedTree {
         }
         Ok(UnlockedTree {
             blob,
-            chunk_key: AeadKey::new(&keys.chunk)?,
+            chunk_key: AeadKey::new(&keys.chunk, &keys.nonce, CHUNK_AAD)?,
             entries,
             by_path,
         })
@@ -265,7 +265,7 @@ impl UnlockedTree {
         let (r, stored) = self.blob.stored_chunk(n)?;
         let body = if r.flags & FLAG_ENCRYPTED != 0 {
             self.chunk_key
-                .open(n, stored, &chunk_aad(n, r.flags, r.plain_len))
+                .open(stored, &chunk_aad(n, r.flags, r.plain_len))
                 .ok_or_else(|| Error::Decrypt {
                     what: format!("chunk {n}"),
                 })?

@@ -20,7 +20,7 @@ use sha2::{Digest as _, Sha256};
 use crate::aead::AeadKey;
 use crate::error::{Error, Result};
 use crate::format::{
-    BlobDigest, ChunkRecord, Trailer, CHUNK_AAD, FLAG_ENCRYPTED, FLAG_ZSTD, INDEX_AAD,
+    BlobDigest, ChunkRecord, Trailer, CHUNK_AAD, FLAG_ENCRYPTED, FLAG_ZSTD, INDEX_AAD, NONCE_LEN,
     TABLE_RECORD_LEN, TAG_LEN, TRAILER_LEN,
 };
 use crate::index::{DataRef, Index, IndexEntry};
@@ -66,7 +66,12 @@ impl Planned {
 
     /// Bytes the chunk takes in the blob.
     fn stored_len(&self) -> u64 {
-        u64::from(self.len) + if self.encrypt { TAG_LEN as u64 } else { 0 }
+        u64::from(self.len)
+            + if self.encrypt {
+                (TAG_LEN + NONCE_LEN) as u64
+            } else {
+                0
+            }
     }
 }
 
@@ -170,7 +175,7 @@ impl SealPlan {
     }
 
     fn index_len(&self) -> u64 {
-        (self.index.len() + TAG_LEN) as u64
+        (self.index.len() + TAG_LEN + NONCE_LEN) as u64
     }
 
     /// The size the blob will have.
@@ -190,7 +195,7 @@ impl SealPlan {
         hasher: &mut Sha256,
     ) -> Result<SealSummary> {
         let io = |e| Error::io("writing the sealed blob", e);
-        let chunk_key = AeadKey::new(&self.keys.chunk)?;
+        let chunk_key = AeadKey::new(&self.keys.chunk, &self.keys.nonce, CHUNK_AAD)?;
         let mut table = Vec::with_capacity(self.table_len() as usize);
         // The hashing thread takes each batch once it is written; the
         // channel holds two, which bounds the memory in flight.
@@ -254,7 +259,7 @@ impl SealPlan {
         let table_digest = BlobDigest::of(&table);
         write(&table)?;
         let mut stored_index = self.index.clone();
-        AeadKey::new(&self.keys.index)?.seal(
+        AeadKey::new(&self.keys.index, &self.keys.nonce, INDEX_AAD)?.seal(
             0,
             &mut stored_index,
             &[INDEX_AAD, &table_digest.0].concat(),

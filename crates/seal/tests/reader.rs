@@ -1,6 +1,6 @@
 //! The reader against blobs made by the writer: random access, and refusal
 //! of tampering that slips past the signature layer (for example an attacker
-//! who could re-sign the trailer): GCM-SIV tags bound to the chunk position, the
+//! who could re-sign the trailer): GCM tags bound to the chunk position, the
 //! index bound to the table and to the tree digest.
 
 use std::collections::BTreeMap;
@@ -208,8 +208,8 @@ fn a_tampered_encrypted_chunk_is_an_error_not_wrong_bytes() {
 #[test]
 fn the_chunk_position_is_bound_by_the_aad() {
     // Keep the table intact but copy chunk 1's bytes over chunk 0: the
-    // keyless check catches it, and with the key the GCM-SIV tag does too
-    // (the nonce and the additional data are the chunk's position).
+    // keyless check catches it, and with the key the GCM tag does too
+    // (its additional data holds the chunk's position).
     let s = sealed(&["/"]);
     let mut b = fs::read(s.path()).unwrap();
     let (_, t) = trailer_and_table(&b);
