@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use cocoon_attest::sim::{SimAttester, SimPlatform};
 use cocoon_attest::workload::{InitData, ReferenceValues};
-use cocoon_infer::{BackgroundServer, EngineOptions, Models, ServerOptions};
+use cocoon_infer::{EngineOptions, Models, ServerOptions};
+use cocoon_testkit::server::BackgroundServer;
 use cocoon_tls::{generate_key, AttestedCertResolver};
 
 mod common;
@@ -385,11 +386,10 @@ impl Work {
             ),
         ];
         let models = Models::load(&specs, &EngineOptions { threads: 1 }).unwrap();
-        let backend = BackgroundServer::start(
-            TcpListener::bind("127.0.0.1:0").unwrap(),
-            models,
-            &ServerOptions::default(),
-        )
+        let app = cocoon_infer::server::router(models, &ServerOptions::default());
+        let backend = BackgroundServer::start("127.0.0.1:0", 2, move |l, stop| {
+            cocoon_infer::server::serve(l, app, stop)
+        })
         .unwrap();
         Work { dir, backend }
     }

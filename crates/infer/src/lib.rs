@@ -28,5 +28,5 @@ pub use client::{Client, ClientError};
 pub use datatype::DataType;
 pub use model::{EngineOptions, Model, Models};
 pub use protocol::{InferRequest, InferResponse, ModelMetadata};
-pub use server::{BackgroundServer, ServerOptions};
+pub use server::ServerOptions;
 pub use tensor::{Tensor, TensorData};

@@ -303,60 +303,6 @@ pub async fn serve(
         .await
 }
 
-/// A server running on its own threads (tests, tools); stops when dropped.
-pub struct BackgroundServer {
-    addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<io::Result<()>>>,
-}
-
-impl BackgroundServer {
-    /// Starts serving `models` on `listener` (already bound).
-    pub fn start(
-        listener: std::net::TcpListener,
-        models: Models,
-        opts: &ServerOptions,
-    ) -> io::Result<BackgroundServer> {
-        let addr = listener.local_addr()?;
-        listener.set_nonblocking(true)?;
-        let runtime = runtime()?;
-        let app = router(models, opts);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("cocoon-infer".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener)?;
-                    serve(listener, app, async move {
-                        let _ = stopped.await;
-                    })
-                    .await
-                })
-            })?;
-        Ok(BackgroundServer {
-            addr,
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-
-    /// The address it listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-}
-
-impl Drop for BackgroundServer {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// The tokio runtime the server uses: one I/O thread per core.
 pub fn runtime() -> io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()

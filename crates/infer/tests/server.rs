@@ -3,7 +3,7 @@
 //! several models at once.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -12,9 +12,9 @@ use std::time::Duration;
 use cocoon_infer::magika::{ContentTypes, Features, MagikaConfig};
 use cocoon_infer::protocol::{InferRequest, ModelMetadata};
 use cocoon_infer::{
-    BackgroundServer, Client, ClientError, DataType, EngineOptions, Model, Models, ServerOptions,
-    Tensor, TensorData,
+    Client, ClientError, DataType, EngineOptions, Model, Models, ServerOptions, Tensor, TensorData,
 };
+use cocoon_testkit::server::BackgroundServer;
 use serde_json::{json, Value};
 
 /// The model directory: `$COCOON_MODELS` or `target/models` (the link
@@ -56,8 +56,11 @@ fn server() -> SocketAddr {
                 body_limit: BODY_LIMIT,
                 parallel: 2,
             };
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            BackgroundServer::start(listener, models, &opts).unwrap()
+            let app = cocoon_infer::server::router(models, &opts);
+            BackgroundServer::start("127.0.0.1:0", 2, move |l, stop| {
+                cocoon_infer::server::serve(l, app, stop)
+            })
+            .unwrap()
         })
         .addr()
 }

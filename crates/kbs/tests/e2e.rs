@@ -14,9 +14,10 @@ use cocoon_kbs::config::Config;
 use cocoon_kbs::crypto::{b64, p256_jwk};
 use cocoon_kbs::protocol::jwe::{decrypt, RecipientSecret};
 use cocoon_kbs::protocol::JweResponse;
-use cocoon_kbs::server::{BackgroundServer, Kbs};
+use cocoon_kbs::server::{serve, Kbs};
 use cocoon_kbs::store::Kek;
 use cocoon_kbs::{InitData, ReferenceValues};
+use cocoon_testkit::server::BackgroundServer;
 use serde_json::{json, Value};
 
 const SECRET: &[u8] = b"image-key-0123456789abcdef-SECRET";
@@ -57,7 +58,9 @@ fn start(tweak: impl FnOnce(&mut Config)) -> Harness {
     cfg.server.max_body_bytes = 64 * 1024;
     tweak(&mut cfg);
     let kbs = Kbs::open_with_kek(cfg, Kek::generate().unwrap()).unwrap();
-    let server = BackgroundServer::start(kbs.clone(), "127.0.0.1:0", 2).unwrap();
+    let served = kbs.clone();
+    let server =
+        BackgroundServer::start("127.0.0.1:0", 2, move |l, stop| serve(served, l, stop)).unwrap();
     let base = format!("http://{}", server.addr());
     let admin = AdminClient::new(&base, cocoon_kbs::admin::load_private(&admin_key).unwrap());
     Harness {

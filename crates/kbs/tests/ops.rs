@@ -21,9 +21,10 @@ use cocoon_kbs::config::Config;
 use cocoon_kbs::crypto::{b64, b64url, new_p256_key, p256_jwk, p256_key_to_pem};
 use cocoon_kbs::protocol::jwe::{decrypt, RecipientKey, RecipientSecret};
 use cocoon_kbs::protocol::JweResponse;
-use cocoon_kbs::server::{BackgroundServer, Kbs};
+use cocoon_kbs::server::{serve, Kbs};
 use cocoon_kbs::store::{Kek, Store};
 use cocoon_kbs::{InitData, ReferenceValues};
+use cocoon_testkit::server::BackgroundServer;
 use serde_json::{json, Value};
 
 /// A secret that must never appear in a log.
@@ -201,7 +202,8 @@ fn https_full_flow_and_plain_http_to_the_tls_port_fails_cleanly() {
     cfg.store.path = dir.path().join("kbs.redb");
     cfg.admin.public_keys = vec![admin_pub];
     let kbs = Kbs::open_with_kek(cfg, Kek::generate().unwrap()).unwrap();
-    let server = BackgroundServer::start(kbs, "127.0.0.1:0", 2).unwrap();
+    let server =
+        BackgroundServer::start("127.0.0.1:0", 2, move |l, stop| serve(kbs, l, stop)).unwrap();
     let addr = server.addr();
     // `localhost` is the certificate's name; it resolves to 127.0.0.1 here.
     let base = format!("https://localhost:{}", addr.port());

@@ -16,7 +16,7 @@ use cocoon_attest::sim::{self, SimPlatform};
 use cocoon_image::transport::{open_dest, open_source};
 use cocoon_image::{Digest, ImageRef, Platform, TransportOptions};
 use cocoon_kbs::client::AdminClient;
-use cocoon_kbs::server::{BackgroundServer, Kbs};
+use cocoon_kbs::server::{serve, Kbs};
 use cocoon_kbs::store::Kek;
 use cocoon_kbs::{Config, ReferenceValues};
 use cocoon_runtime::{prepare, Bundle, RunOptions, VolumeSpec};
@@ -24,6 +24,7 @@ use cocoon_seal::convert::{convert, ConvertRequest};
 use cocoon_seal::manifest::{SecretRef, ShieldPort, DEFAULT_CHUNK_SIZE};
 use cocoon_seal::signing::OwnerKey;
 use cocoon_seal::{ImageKey, WorkloadOptions};
+use cocoon_testkit::server::BackgroundServer;
 use serde_json::{json, Value};
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -74,7 +75,8 @@ fn start_kbs() -> KbsHarness {
     cfg.admin.public_keys = vec![admin_pub];
     cfg.server.rate_limit_per_sec = 0;
     let kbs: Arc<Kbs> = Kbs::open_with_kek(cfg, Kek::generate().unwrap()).unwrap();
-    let server = BackgroundServer::start(kbs, "127.0.0.1:0", 1).unwrap();
+    let server =
+        BackgroundServer::start("127.0.0.1:0", 1, move |l, stop| serve(kbs, l, stop)).unwrap();
     let base = format!("http://{}", server.addr());
     let admin = AdminClient::new(&base, cocoon_kbs::admin::load_private(&admin_key).unwrap());
     KbsHarness {

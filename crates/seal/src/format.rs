@@ -83,6 +83,9 @@ pub struct Trailer {
     pub tree_digest: Digest,
 }
 
+// Field readers for the fixed-size trailer and table records: callers
+// check the record's length first (`Trailer::decode`, `chunks_exact`), so
+// the ranges are in bounds and the conversions cannot fail.
 fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
 }

@@ -7,6 +7,7 @@
 pub mod http;
 pub mod layout;
 pub mod registry;
+pub mod server;
 pub mod snapshot;
 
 use std::path::{Path, PathBuf};
