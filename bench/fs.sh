@@ -53,8 +53,10 @@ head -c "$((SIZE_MIB << 20))" /dev/urandom > "$W/plain/file"
 declare -A FD
 serve() { # NAME ENV...
   local name=$1; shift
-  mkdir -p "$W/$name"
-  exec {fd}> >(env "$@" "$SERVE" "$W/plain/file" "$W/$name" > "$W/$name.out" 2>&1)
+  mkdir -p "$W/$name" "$W/tmp"
+  # TMPDIR: the server's sealed copy lives under $W, so that it goes with
+  # $W even when the server is killed rather than left to unmount.
+  exec {fd}> >(env TMPDIR="$W/tmp" "$@" "$SERVE" "$W/plain/file" "$W/$name" > "$W/$name.out" 2>&1)
   PIDS+=($!)
   FD[$name]=$fd
   for _ in $(seq 600); do grep -q ready "$W/$name.out" 2>/dev/null && break; sleep 0.2; done

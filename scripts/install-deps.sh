@@ -37,3 +37,15 @@ if ! command -v cargo >/dev/null; then
   echo "install-deps: error: cargo not found; install the Rust toolchain (rustup, Rust >= 1.90) and rerun" >&2
   exit 1
 fi
+
+# A clean debug build with the test fixtures and models takes about 5 GiB (target/ 4.3 GiB, fixtures 0.8 GiB);
+# running out of space half way through a build gives a confusing rustc
+# error, so say it up front.
+need_kib=$((5 * 1024 * 1024))
+target=${CARGO_TARGET_DIR:-target}
+mkdir -p "$target"
+free_kib=$(df -Pk "$target" | awk 'NR == 2 {print $4}')
+if [ "$free_kib" -lt "$need_kib" ]; then
+  echo "install-deps: error: $((free_kib / 1024)) MiB free on the file system of $target; the build and tests need about 5 GiB: free some space (cargo clean, old /tmp dirs) and rerun" >&2
+  exit 1
+fi
