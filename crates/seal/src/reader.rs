@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use cocoon_image::store::ContentStore;
@@ -32,11 +31,26 @@ pub struct SealedBlob {
     table: Vec<ChunkRecord>,
 }
 
+/// Reads exactly `len` bytes at `offset` into a new buffer. The buffer is
+/// not zeroed first: `pread` fills its spare capacity, and only what it
+/// wrote becomes its length (zeroing a 64 KiB chunk buffer was ~9 % of the
+/// FUSE server's CPU in random 4 KiB reads).
 fn read_at(file: &File, offset: u64, len: u64, what: &str) -> Result<Vec<u8>> {
     let len = usize::try_from(len).map_err(|_| Error::Format(format!("{what} is too large")))?;
-    let mut buf = vec![0u8; len];
-    file.read_exact_at(&mut buf, offset)
-        .map_err(|e| Error::io(format!("reading {what}"), e))?;
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        let at = offset + buf.len() as u64;
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), at) {
+            Ok(0) => {
+                return Err(Error::io(
+                    format!("reading {what}"),
+                    std::io::ErrorKind::UnexpectedEof.into(),
+                ))
+            }
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(Error::io(format!("reading {what}"), e.into())),
+        }
+    }
     Ok(buf)
 }
 

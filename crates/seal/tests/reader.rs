@@ -296,3 +296,23 @@ fn the_same_inputs_give_the_same_bytes() {
     let b = sealed(&["/data"]);
     assert_eq!(fs::read(a.path()).unwrap(), fs::read(b.path()).unwrap());
 }
+
+#[test]
+fn a_blob_cut_short_after_unlock_is_an_error_not_short_bytes() {
+    let s = sealed(&["/"]);
+    let t = s.open().unwrap();
+    let b = fs::read(s.path()).unwrap();
+    let (_, table) = trailer_and_table(&b);
+    // The host cuts the blob in the middle of chunk 5 under a running reader.
+    let cut = table[5].offset + u64::from(table[5].stored_len) / 2;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(s.path())
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    assert_eq!(t.read_chunk(4).unwrap().len(), 4096);
+    let err = t.read_file("/data/big").unwrap_err().to_string();
+    assert!(err.starts_with("reading chunk 5"), "{err}");
+    assert!(t.read_chunk(6).is_err());
+}
