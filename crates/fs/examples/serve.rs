@@ -5,7 +5,8 @@
 //! standard input empties the server's chunk cache (answered `dropped`), for
 //! cold-cache measurements. `COCOON_CHUNK_SIZE` sets the chunk size (default
 //! `DEFAULT_CHUNK_SIZE`); `COCOON_CHUNK_CACHE_MIB`, `COCOON_PREFETCH_THREADS` and
-//! `COCOON_FUSE_THREADS` override `ReadOptions::default()`.
+//! `COCOON_FUSE_THREADS` override `ReadOptions::default()`;
+//! `COCOON_ALLOW_OTHER` (any value) lets other uids read the mount.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -48,7 +49,10 @@ fn main() {
     let handle = cocoon_fs::mount_with(
         sealed.tree.clone(),
         std::path::Path::new(&args[2]),
-        cocoon_fs::MountOptions::default(),
+        cocoon_fs::MountOptions {
+            allow_other: std::env::var_os("COCOON_ALLOW_OTHER").is_some(),
+            ..Default::default()
+        },
         read,
     )
     .expect("mounting");

@@ -17,11 +17,12 @@ pub const SCHEMA: &str = "cocoon.dev/workload/v1";
 /// The sealed format the manifest's seal parameters describe.
 pub const SEAL_FORMAT: &str = "cocoon-seal/2";
 
-/// Default chunk size of sealed files: large enough for good compression
-/// (0.8 % more bytes than 128 KiB), small enough that a random 4 KiB read
-/// decrypts little (the size where sealed reads beat gocryptfs both
-/// sequentially and at random; BENCHMARKS.md "Sealed FUSE reads").
-pub const DEFAULT_CHUNK_SIZE: u32 = 64 * 1024;
+/// Default chunk size of sealed files: small enough that a random 4 KiB
+/// read decrypts little (1.12x gocryptfs at random, where 64 KiB was at
+/// parity), large enough for compression (1 % more sealed bytes than
+/// 64 KiB) and for sequential reads (the same MB/s as 64 KiB);
+/// BENCHMARKS.md "Sealed FUSE reads".
+pub const DEFAULT_CHUNK_SIZE: u32 = 32 * 1024;
 
 /// Errors building or reading a manifest.
 #[derive(Debug, thiserror::Error)]
