@@ -83,19 +83,44 @@ pub struct Trailer {
     pub tree_digest: Digest,
 }
 
-// Field readers for the fixed-size trailer and table records: callers
-// check the record's length first (`Trailer::decode`, `chunks_exact`), so
-// the ranges are in bounds and the conversions cannot fail.
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+/// Little-endian fields of one fixed-size record (the trailer, a table
+/// record). A field that does not fit in the record is a format error, so
+/// no input can make a read panic, whatever its callers checked.
+struct Fields<'a> {
+    b: &'a [u8],
+    what: &'static str,
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
+impl Fields<'_> {
+    fn array<const N: usize>(&self, at: usize) -> Result<[u8; N]> {
+        at.checked_add(N)
+            .and_then(|end| self.b.get(at..end))
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| Error::Format(format!("{} is truncated", self.what)))
+    }
 
-fn bytes32_at(b: &[u8], at: usize) -> [u8; 32] {
-    b[at..at + 32].try_into().expect("32 bytes")
+    fn u64(&self, at: usize) -> Result<u64> {
+        self.array(at).map(u64::from_le_bytes)
+    }
+
+    fn u32(&self, at: usize) -> Result<u32> {
+        self.array(at).map(u32::from_le_bytes)
+    }
+
+    fn u16(&self, at: usize) -> Result<u16> {
+        self.array(at).map(u16::from_le_bytes)
+    }
+
+    fn u8(&self, at: usize) -> Result<u8> {
+        self.array::<1>(at).map(|[x]| x)
+    }
+
+    fn all_zero(&self, from: usize, to: usize) -> Result<bool> {
+        self.b
+            .get(from..to)
+            .map(|r| r.iter().all(|&x| x == 0))
+            .ok_or_else(|| Error::Format(format!("{} is truncated", self.what)))
+    }
 }
 
 impl Trailer {
@@ -118,28 +143,32 @@ impl Trailer {
 
     /// Parses and sanity-checks a trailer against the blob's size.
     pub fn decode(b: &[u8], blob_len: u64) -> Result<Self> {
-        if b.len() < TRAILER_LEN || &b[0..8] != MAGIC {
+        let f = Fields {
+            b,
+            what: "the sealed blob trailer",
+        };
+        if b.len() != TRAILER_LEN || &f.array::<8>(0)? != MAGIC {
             return Err(Error::Format("not a cocoon sealed blob (bad magic)".into()));
         }
-        let version = u16::from_le_bytes([b[8], b[9]]);
+        let version = f.u16(8)?;
         if version != VERSION {
             return Err(Error::Format(format!(
                 "format version {version} is not supported (this cocoon reads version {VERSION})"
             )));
         }
-        if b[10..12] != [0, 0] || b[152..TRAILER_LEN].iter().any(|&x| x != 0) {
+        if !f.all_zero(10, 12)? || !f.all_zero(152, TRAILER_LEN)? {
             return Err(Error::Format("reserved trailer bytes are not zero".into()));
         }
         let h = Trailer {
-            chunk_size: u32_at(b, 12),
-            chunk_count: u64_at(b, 16),
-            table_offset: u64_at(b, 24),
-            table_len: u64_at(b, 32),
-            table_digest: BlobDigest(bytes32_at(b, 40)),
-            index_offset: u64_at(b, 72),
-            index_len: u64_at(b, 80),
-            index_digest: BlobDigest(bytes32_at(b, 88)),
-            tree_digest: Digest(bytes32_at(b, 120)),
+            chunk_size: f.u32(12)?,
+            chunk_count: f.u64(16)?,
+            table_offset: f.u64(24)?,
+            table_len: f.u64(32)?,
+            table_digest: BlobDigest(f.array(40)?),
+            index_offset: f.u64(72)?,
+            index_len: f.u64(80)?,
+            index_digest: BlobDigest(f.array(88)?),
+            tree_digest: Digest(f.array(120)?),
         };
         let table_end = h.table_offset.checked_add(h.table_len);
         let index_end = h.index_offset.checked_add(h.index_len);
@@ -187,12 +216,16 @@ impl ChunkRecord {
         let mut next = 0u64;
         let mut out = Vec::with_capacity(trailer.chunk_count as usize);
         for (n, b) in table.chunks_exact(TABLE_RECORD_LEN).enumerate() {
+            let f = Fields {
+                b,
+                what: "a chunk table record",
+            };
             let r = ChunkRecord {
-                offset: u64_at(b, 0),
-                stored_len: u32_at(b, 8),
-                plain_len: u32_at(b, 12),
-                flags: b[16],
-                digest: BlobDigest(bytes32_at(b, 20)),
+                offset: f.u64(0)?,
+                stored_len: f.u32(8)?,
+                plain_len: f.u32(12)?,
+                flags: f.u8(16)?,
+                digest: BlobDigest(f.array(20)?),
             };
             let min_len = if r.flags & FLAG_ENCRYPTED != 0 {
                 (TAG_LEN + NONCE_LEN) as u32
@@ -201,7 +234,7 @@ impl ChunkRecord {
             };
             if r.offset != next
                 || r.flags & !(FLAG_ENCRYPTED | FLAG_ZSTD) != 0
-                || b[17..20] != [0, 0, 0]
+                || !f.all_zero(17, 20)?
                 || r.plain_len > trailer.chunk_size
                 || r.stored_len < min_len
             {
@@ -268,5 +301,15 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("trailer offsets"));
+    }
+
+    #[test]
+    fn a_trailer_of_the_wrong_length_is_an_error_not_a_panic() {
+        let t = trailer().encode();
+        let mut long = t.to_vec();
+        long.push(0);
+        for b in [&[][..], &t[..8], &t[..TRAILER_LEN - 1], &long[..]] {
+            assert!(Trailer::decode(b, 452).is_err(), "{} bytes", b.len());
+        }
     }
 }
