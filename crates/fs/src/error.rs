@@ -1,4 +1,4 @@
-//! Typed errors of the FUSE server.
+//! Typed errors of the FUSE server and of memory mode.
 
 use std::path::PathBuf;
 
@@ -28,6 +28,15 @@ pub enum Error {
         /// The underlying error.
         #[source]
         source: std::io::Error,
+    },
+    /// Memory mode: the tree could not be put into a tmpfs. Nothing stays
+    /// mounted.
+    #[error("unpacking the sealed tree into memory at {}: {reason}", mountpoint.display())]
+    Unpack {
+        /// Where the tmpfs was to be.
+        mountpoint: PathBuf,
+        /// What failed.
+        reason: String,
     },
     /// umount2(2) of the FUSE file system failed.
     #[error("unmounting the sealed tree at {} failed: {source}", mountpoint.display())]

@@ -19,11 +19,16 @@
 //!   [`MountOptions::allow_other`] other users (the app after it drops
 //!   root) may use the mount.
 //!
+//! [`unpack_in_memory`] is the other way to serve a tree (memory mode):
+//! all of it verified and decrypted at start into a tmpfs that never swaps,
+//! for apps that FUSE's per-call cost slows down.
+//!
 //! See `docs/fs.md` for the design and its limits.
 
 mod cache;
 mod error;
 mod fuse;
+mod memory;
 mod ns;
 mod sys;
 
@@ -35,6 +40,7 @@ use std::time::{Duration, Instant};
 use cocoon_seal::reader::UnlockedTree;
 
 pub use error::Error;
+pub use memory::unpack as unpack_in_memory;
 
 /// How a sealed tree is mounted.
 pub struct MountOptions {

@@ -256,7 +256,7 @@ fn check_name(name: &OsStr) -> Res<()> {
 }
 
 /// Splits `/a/b/c` into its components, refusing anything not normalised.
-fn components(path: &str) -> Option<Vec<&str>> {
+pub(crate) fn components(path: &str) -> Option<Vec<&str>> {
     let rest = path.strip_prefix('/')?;
     if rest.is_empty() {
         return Some(Vec::new());

@@ -1,5 +1,5 @@
 //! The system calls: mount(2) of a FUSE file system on an open
-//! `/dev/fuse`, and umount2(2) with `MNT_DETACH`. The only `unsafe` code of
+//! `/dev/fuse` or of a tmpfs, and umount2(2) with `MNT_DETACH`. The only `unsafe` code of
 //! the crate is here.
 
 use std::ffi::CString;
@@ -53,6 +53,36 @@ pub(crate) fn fuse_mount(mountpoint: &Path, allow_other: bool) -> io::Result<Own
         return Err(io::Error::last_os_error());
     }
     Ok(OwnedFd::from(dev))
+}
+
+/// Mounts a tmpfs at `mountpoint` (`mode=0755,noswap,size=...`), or with
+/// `remount`, changes the size of the one there.
+pub(crate) fn tmpfs_mount(mountpoint: &Path, size: u64, remount: bool) -> io::Result<()> {
+    let source = cstring(b"cocoon")?;
+    let fstype = cstring(b"tmpfs")?;
+    let target = cstring(mountpoint.as_os_str().as_bytes())?;
+    let data = if remount {
+        format!("size={size}")
+    } else {
+        format!("mode=0755,noswap,size={size}")
+    };
+    let data = cstring(data.as_bytes())?;
+    let flags = if remount { libc::MS_REMOUNT } else { 0 };
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives
+    // the call; mount(2) only reads them.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Lazily unmounts `mountpoint`.

@@ -9,6 +9,7 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -189,8 +190,9 @@ impl Tree {
     /// directory, with contents from `store`: files, hardlinks, symlinks,
     /// device nodes, FIFOs, owners, modes (setuid/setgid/sticky included),
     /// xattrs and mtimes. Nothing is created outside `dest`: the tree has no
-    /// entries below symlinks, and every path is created fresh.
-    pub fn materialize(&self, dest: &Path, store: &dyn ContentSource) -> Result<()> {
+    /// entries below symlinks, and every path is created fresh. File
+    /// contents are copied by one thread per core.
+    pub fn materialize(&self, dest: &Path, store: &(dyn ContentSource + Sync)) -> Result<()> {
         let ctx = |what: &str, p: &Path| format!("{what} {}", p.display());
         match fs::read_dir(dest) {
             Ok(mut it) => {
@@ -206,7 +208,12 @@ impl Tree {
             }
             Err(e) => return Err(Error::io(ctx("reading", dest), e)),
         }
+        // Directories, symlinks and nodes first (parents before children,
+        // as the paths are in byte order); the first path of every file
+        // next, in parallel; hardlinks to those last.
         let mut first_path_of_inode: HashMap<u64, PathBuf> = HashMap::new();
+        let mut files = Vec::new();
+        let mut links = Vec::new();
         let mut dirs = Vec::new();
         for (path, entry) in self.iter() {
             let target = dest.join(path.trim_start_matches('/'));
@@ -216,23 +223,18 @@ impl Tree {
                     if path != "/" {
                         fs::create_dir(&target).map_err(io_err)?;
                     }
-                    dirs.push((target.clone(), entry));
+                    dirs.push((target, entry));
+                    continue;
                 }
-                EntryKind::File { digest, inode, .. } => {
-                    if let Some(first) = first_path_of_inode.get(inode) {
-                        fs::hard_link(first, &target).map_err(io_err)?;
-                        continue;
+                EntryKind::File { inode, .. } => {
+                    match first_path_of_inode.get(inode) {
+                        Some(first) => links.push((first.clone(), target)),
+                        None => {
+                            first_path_of_inode.insert(*inode, target.clone());
+                            files.push((target, entry));
+                        }
                     }
-                    let mut src = store
-                        .open_content(digest)
-                        .map_err(|e| Error::io(format!("reading content {digest}"), e))?;
-                    let mut out = fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .open(&target)
-                        .map_err(io_err)?;
-                    io::copy(&mut src, &mut out).map_err(io_err)?;
-                    first_path_of_inode.insert(*inode, target.clone());
+                    continue;
                 }
                 EntryKind::Symlink { target: link } => symlink(link, &target).map_err(io_err)?,
                 EntryKind::CharDevice { major, minor } => {
@@ -243,9 +245,11 @@ impl Tree {
                 }
                 EntryKind::Fifo => mknod(&target, nix::sys::stat::SFlag::S_IFIFO, 0, 0)?,
             }
-            if !entry.is_dir() {
-                apply_metadata(&target, entry)?;
-            }
+            apply_metadata(&target, entry)?;
+        }
+        write_files(&files, store)?;
+        for (first, target) in &links {
+            fs::hard_link(first, target).map_err(|e| Error::io(ctx("creating", target), e))?;
         }
         // Directories last, deepest first, so creating children does not
         // disturb their mtimes.
@@ -254,6 +258,64 @@ impl Tree {
         }
         Ok(())
     }
+}
+
+/// Creates every file of `files` with its content from `store` and its
+/// metadata, on one thread per core (at most 4); the first error wins.
+fn write_files(files: &[(PathBuf, &Entry)], store: &(dyn ContentSource + Sync)) -> Result<()> {
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 4)
+        .min(files.len().max(1));
+    let worker = || -> Result<()> {
+        while !failed.load(Ordering::Relaxed) {
+            let Some((target, entry)) = files.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                break;
+            };
+            let done = write_file(target, entry, store);
+            if done.is_err() {
+                failed.store(true, Ordering::Relaxed);
+                return done;
+            }
+        }
+        Ok(())
+    };
+    std::thread::scope(|s| {
+        let helpers: Vec<_> = (1..threads).map(|_| s.spawn(worker)).collect();
+        let mut result = worker();
+        for h in helpers {
+            let r = h.join().unwrap_or_else(|_| {
+                Err(Error::io(
+                    "unpacking",
+                    io::Error::other("a writer thread panicked"),
+                ))
+            });
+            result = result.and(r);
+        }
+        result
+    })
+}
+
+fn write_file(target: &Path, entry: &Entry, store: &(dyn ContentSource + Sync)) -> Result<()> {
+    let EntryKind::File { digest, .. } = &entry.kind else {
+        return Ok(());
+    };
+    let io_err = |e| Error::io(format!("creating {}", target.display()), e);
+    let mut src = store
+        .open_content(digest)
+        .map_err(|e| Error::io(format!("reading content {digest}"), e))?;
+    let out = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(target)
+        .map_err(io_err)?;
+    // Large writes whatever the source's read size.
+    let mut out = io::BufWriter::with_capacity(1 << 17, out);
+    io::copy(&mut src, &mut out).map_err(io_err)?;
+    out.into_inner().map_err(|e| io_err(e.into_error()))?;
+    apply_metadata(target, entry)
 }
 
 fn mknod(path: &Path, kind: nix::sys::stat::SFlag, major: u32, minor: u32) -> Result<()> {

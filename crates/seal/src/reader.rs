@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
-use cocoon_image::store::ContentStore;
+use cocoon_image::store::ContentSource;
 use cocoon_image::{Digest, Entry, EntryKind, Tree};
 
 use crate::aead::AeadKey;
@@ -357,26 +358,38 @@ impl UnlockedTree {
         Ok(())
     }
 
-    /// Rebuilds the flattened tree, with contents in `store` (for
-    /// extracting and for comparing with the original image).
-    pub fn to_tree(&self, store: &mut dyn ContentStore) -> Result<Tree> {
+    /// Writes the tree into `dest` (absent or an empty directory) with
+    /// every file's content verified and decrypted chunk by chunk from the
+    /// blob, on one thread per core: `verify-image --extract`, and the
+    /// launcher's memory mode. A chunk that fails verification stops it
+    /// with that chunk's error; what was written so far stays in `dest`.
+    pub fn extract(&self, dest: &Path) -> Result<()> {
+        let contents = Contents {
+            tree: self,
+            by_digest: self
+                .entries
+                .iter()
+                .filter_map(|e| match (&e.record.kind, e.data) {
+                    (EntryKind::File { digest, size, .. }, Some(d)) => Some((*digest, (d, *size))),
+                    _ => None,
+                })
+                .collect(),
+        };
+        Ok(self.shape()?.materialize(dest, &contents)?)
+    }
+
+    /// The flattened tree of the index's records, without reading any
+    /// content (hardlinked paths share an inode number).
+    fn shape(&self) -> Result<Tree> {
         let mut tree = Tree::new();
-        let mut inodes: HashMap<&str, u64> = HashMap::new();
         for (i, e) in self.entries.iter().enumerate() {
             let r = &e.record;
             let mut kind = r.kind.clone();
             if let EntryKind::File { inode, .. } = &mut kind {
                 *inode = match &r.link {
-                    Some(first) => inodes.get(first.as_str()).copied().unwrap_or(i as u64),
-                    None => {
-                        let content = self.read_file(&r.path)?;
-                        store
-                            .put(&mut &content[..])
-                            .map_err(|e| Error::io("storing content", e))?;
-                        inodes.insert(&r.path, i as u64);
-                        i as u64
-                    }
-                };
+                    Some(first) => self.by_path.get(first).copied().unwrap_or(i),
+                    None => i,
+                } as u64;
             }
             let xattrs = r
                 .xattrs
@@ -400,5 +413,66 @@ impl UnlockedTree {
             tree.insert(&r.path, entry);
         }
         Ok(tree)
+    }
+}
+
+/// The contents of an unlocked tree by digest, read from the blob.
+struct Contents<'a> {
+    tree: &'a UnlockedTree,
+    by_digest: HashMap<Digest, (DataRef, u64)>,
+}
+
+impl ContentSource for Contents<'_> {
+    fn open_content(&self, digest: &Digest) -> std::io::Result<Box<dyn Read + '_>> {
+        let &(data, size) = self.by_digest.get(digest).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no content {digest} in the sealed index"),
+            )
+        })?;
+        Ok(Box::new(ContentReader {
+            tree: self.tree,
+            data,
+            size,
+            pos: 0,
+            chunk: Vec::new(),
+            at: 0,
+        }))
+    }
+}
+
+/// One file's content, a verified chunk at a time.
+struct ContentReader<'a> {
+    tree: &'a UnlockedTree,
+    data: DataRef,
+    size: u64,
+    /// Bytes of the file read into `chunk` so far.
+    pos: u64,
+    chunk: Vec<u8>,
+    /// Bytes of `chunk` already returned.
+    at: usize,
+}
+
+impl Read for ContentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.chunk.len() {
+            if self.pos >= self.size {
+                return Ok(0);
+            }
+            let n = self.pos / u64::from(self.tree.blob.trailer.chunk_size);
+            self.chunk = self
+                .tree
+                .read_chunk(self.data.first + n)
+                .map_err(std::io::Error::other)?;
+            self.at = 0;
+            self.pos += self.chunk.len() as u64;
+            if self.chunk.is_empty() {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.at);
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
     }
 }

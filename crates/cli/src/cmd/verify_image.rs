@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use cocoon_image::store::PackStore;
 use cocoon_image::ImageRef;
 use cocoon_seal::convert::open_sealed;
 use cocoon_seal::reader::SealedBlob;
@@ -54,9 +53,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let (Some(dir), Some(key)) = (&args.extract, &key) {
         let blob = SealedBlob::open(&sealed.blob_path, &sealed.seal.descriptor.blob.trailer)?;
         let unlocked = blob.unlock(key, &sealed.manifest)?;
-        let mut store = PackStore::new(scratch.path()).context("creating the content store")?;
-        let tree = unlocked.to_tree(&mut store)?;
-        tree.materialize(dir, &store)?;
+        unlocked.extract(dir)?;
     }
     if args.json {
         let out = json!({

@@ -9,7 +9,6 @@ use std::process::Command;
 use std::sync::Arc;
 
 use cocoon_fs::{mount, MountHandle, MountOptions};
-use cocoon_image::store::CasDir;
 use cocoon_image::transport::{open_dest, open_source};
 use cocoon_image::{Digest, ImageRef, Platform, TransportOptions};
 use cocoon_seal::convert::{convert, open_sealed, ConvertRequest};
@@ -93,10 +92,7 @@ pub fn seal_with(image: &str, chunk_size: u32) -> Sealed {
 impl Sealed {
     /// Writes the expected tree to `dest` (what `verify-image --extract` does).
     pub fn extract(&self, dest: &Path) {
-        let store_dir = tempfile::tempdir().unwrap();
-        let mut store = CasDir::new(store_dir.path()).unwrap();
-        let tree = self.tree.to_tree(&mut store).unwrap();
-        tree.materialize(dest, &store).unwrap();
+        self.tree.extract(dest).unwrap();
     }
 
     /// Mounts the tree at a new directory in the work dir.
