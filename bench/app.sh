@@ -8,7 +8,10 @@
 #   sealed:   the same image `cocoon convert --encrypt-all` (not shielded, so
 #             the app's own port is on the host too) run by `cocoon run -d`
 #             under the sim TEE: launcher as PID 1, KBS attestation, every
-#             file through the verifying FUSE server.
+#             file through the verifying FUSE server;
+#   memory:   the same sealed image run by `cocoon run -d --fs memory`: the
+#             launcher decrypts the whole tree at start into a noswap tmpfs
+#             and the app runs on it (no FUSE on the request path).
 #
 # Both images are moved to ports 18080 (nginx's default site) and 16379
 # (redis's command line) the same way (BENCH_WEB_PORT, BENCH_REDIS_PORT), so
@@ -66,7 +69,7 @@ for t in runc umoci wrk redis-benchmark ss jq python3 bc; do
 done
 work=$(mktemp -d /var/tmp/cocoon-app-bench.XXXXXX)
 kbs_pid=""
-running=""   # "base NAME" or "sealed NAME" while a container exists
+running=""   # "KIND NAME" while a container exists (KIND: base, sealed, memory)
 stop() {
   [ -n "$running" ] || return 0
   local kind=${running%% *} name=${running#* } root
@@ -77,7 +80,7 @@ stop() {
     sleep 0.05
   done
   runc --root "$root" delete --force "$name" 2>/dev/null || true
-  if [ "$kind" = sealed ]; then rm -rf "${work:?}/state/$name"; fi
+  if [ "$kind" != base ]; then rm -rf "${work:?}/state/$name"; fi
   running=""
 }
 cleanup() {
@@ -209,7 +212,7 @@ start() {
   else
     times=$(python3 "$work/probe.py" "$proto" "$port" "$work/$name.log" \
       "$cocoon" run "oci:$work/sealed:$app" --kbs "$kbs" --sim "$work/sim" -d --name "$name" \
-      --state-dir "$work/state")
+      --state-dir "$work/state" --fs "$([ "$kind" = memory ] && echo memory || echo fuse)")
     init=$(runc --root "$work/state/runc" state "$name" | jq .pid)
   fi
   running="$kind $name"
@@ -302,15 +305,15 @@ one() { # KIND APP ROUND
   start "$kind" "$app" >"$work/times"
   read -r t0 t1 <"$work/times"
   echo "$t1 - $t0" | bc -l >>"$work/r.$kind.$app.start"
-  if [ "$kind" = sealed ]; then
+  if [ "$kind" != base ]; then
     x=$(kbs_window "$t0")
     read -r k0 k1 <<<"$x"
     # config.json is the last file `cocoon run` writes before starting runc.
     b=$(stat -c %.9Y "$work/state/bench-$kind-$app/bundle/config.json")
-    echo "$b - $t0" | bc -l >>"$work/r.$app.bundle"
-    echo "$k0 - $b" | bc -l >>"$work/r.$app.prekbs"
-    echo "$k1 - $k0" | bc -l >>"$work/r.$app.kbs"
-    echo "$t1 - $k1" | bc -l >>"$work/r.$app.postkbs"
+    echo "$b - $t0" | bc -l >>"$work/r.$kind.$app.bundle"
+    echo "$k0 - $b" | bc -l >>"$work/r.$kind.$app.prekbs"
+    echo "$k1 - $k0" | bc -l >>"$work/r.$kind.$app.kbs"
+    echo "$t1 - $k1" | bc -l >>"$work/r.$kind.$app.postkbs"
   fi
   if [ "$app" = web ]; then
     cmp -s <(curl -fs "http://127.0.0.1:$web_port/1m.bin") "$work/1m.bin" || { echo "bench: $kind nginx serves a wrong 1m.bin" >&2; exit 1; }
@@ -327,7 +330,8 @@ one() { # KIND APP ROUND
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 for i in $(seq "$rounds"); do
   for app in web redis; do
-    if [ $((i % 2)) = 1 ]; then one base $app "$i"; one sealed $app "$i"; else one sealed $app "$i"; one base $app "$i"; fi
+    if [ $((i % 2)) = 1 ]; then order="base sealed memory"; else order="memory sealed base"; fi
+    for kind in $order; do one "$kind" $app "$i"; done
   done
 done
 load1=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -339,23 +343,28 @@ echo "# sealed apps vs the original image under runc, $(date -u +%Y-%m-%dT%H:%MZ
 echo "# load average before $load0, after $load1; medians of $rounds rounds"
 echo "# wrk -t2 -c$conns -d${secs}s; redis-benchmark -q -t set (then get) -n $redis_n -c $redis_c; plain TCP on the host network"
 echo
-echo "| workload | original (runc) | sealed (cocoon run) | sealed / original | ratio in each round | container CPU µs per request, original | sealed | sealed / original |"
-echo "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
+echo "| workload | original (runc) | sealed (cocoon run) | sealed / original | ratio in each round | memory mode (--fs memory) | memory / original | ratio in each round | container CPU µs per request, original | sealed | memory mode |"
+echo "| --- | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |"
+each() { paste -d' ' "$work/r.$1.$2" "$work/r.base.$2" | while read -r x y; do ratio "$x" "$y"; printf ' '; done; }
 for row in "set|redis SET, requests/s" "get|redis GET, requests/s" "page|nginx default page (615 B), requests/s" "1m|nginx 1 MiB file, MB/s"; do
   k=${row%%|*} label=${row#*|}
-  b=$(m base.$k) s=$(m sealed.$k) bc_=$(m base.$k.cpu) sc=$(m sealed.$k.cpu)
-  each=$(paste -d' ' "$work/r.sealed.$k" "$work/r.base.$k" | while read -r x y; do ratio "$x" "$y"; printf ' '; done)
-  echo "| $label | $b | $s | $(ratio "$s" "$b") | ${each% } | $(printf %.1f "$bc_") | $(printf %.1f "$sc") | $(ratio "$sc" "$bc_") |"
+  b=$(m base.$k) s=$(m sealed.$k) y=$(m memory.$k)
+  bc_=$(m base.$k.cpu) sc=$(m sealed.$k.cpu) yc=$(m memory.$k.cpu)
+  es=$(each sealed $k) ey=$(each memory $k)
+  echo "| $label | $b | $s | $(ratio "$s" "$b") | ${es% } | $y | $(ratio "$y" "$b") | ${ey% } | $(printf %.1f "$bc_") | $(printf %.1f "$sc") ($(ratio "$sc" "$bc_")) | $(printf %.1f "$yc") ($(ratio "$yc" "$bc_")) |"
 done
 echo
 echo "Start-up to first answer, ms. Sealed = cocoon run writing the bundle (reading the sealed image,"
 echo "unpacking the launcher and the blob) + runc and the launcher up to its first KBS request + the KBS"
-echo "round trip + unlock, mount and the app starting from FUSE."
+echo "round trip + unlock, mount (FUSE, or the whole tree into memory) and the app starting."
 echo
-echo "| app | original | sealed | bundle | runc + launcher to the KBS | KBS round trip | after the KBS | overhead beyond the KBS round trip | same, without writing the bundle |"
-echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+echo "| app | original | mode | sealed | bundle | runc + launcher to the KBS | KBS round trip | after the KBS | overhead beyond the KBS round trip | same, without writing the bundle |"
+echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 for app in web redis; do
-  b=$(m base.$app.start) s=$(m sealed.$app.start) k=$(m $app.kbs) u=$(m $app.bundle)
-  label=$([ $app = web ] && echo "nginx (GET / = 200)" || echo "redis (PING = PONG)")
-  echo "| $label | $(ms "$b") | $(ms "$s") | $(ms "$u") | $(ms "$(m $app.prekbs)") | $(ms "$k") | $(ms "$(m $app.postkbs)") | $(ms "$(echo "$s - $k - $b" | bc -l)") | $(ms "$(echo "$s - $u - $k - $b" | bc -l)") |"
+  for kind in sealed memory; do
+    b=$(m base.$app.start) s=$(m $kind.$app.start) k=$(m $kind.$app.kbs) u=$(m $kind.$app.bundle)
+    label=$([ $app = web ] && echo "nginx (GET / = 200)" || echo "redis (PING = PONG)")
+    mode=$([ $kind = sealed ] && echo fuse || echo memory)
+    echo "| $label | $(ms "$b") | $mode | $(ms "$s") | $(ms "$u") | $(ms "$(m $kind.$app.prekbs)") | $(ms "$k") | $(ms "$(m $kind.$app.postkbs)") | $(ms "$(echo "$s - $k - $b" | bc -l)") | $(ms "$(echo "$s - $u - $k - $b" | bc -l)") |"
+  done
 done

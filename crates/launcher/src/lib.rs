@@ -4,8 +4,9 @@
 //! files ([`identity`]); pick the attester (sim when `COCOON_SIM_DIR` names
 //! a sim platform, else the TEE found on the machine); attest to the KBS
 //! and receive the image key and the declared secrets ([`kbs`]); unlock the
-//! sealed blob; serve it through FUSE at `/cocoon/root` with the file
-//! secrets in memory; bind `/proc`, `/dev`, `/sys`, the `/etc` files and the
+//! sealed blob; serve it through FUSE at `/cocoon/root` (or, in memory
+//! mode, decrypt all of it there into a tmpfs) with the file secrets in
+//! memory; bind `/proc`, `/dev`, `/sys`, the `/etc` files and the
 //! runtime's volumes into it ([`setup`]). Then fork: the child chroots,
 //! takes the image's user and execs the original entrypoint; PID 1 keeps
 //! serving the tree, forwards signals and reaps ([`process`]).
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cocoon_attest::Attester;
-use zeroize::Zeroizing;
+use cocoon_fs::MountOptions;
 
 pub use error::{Error, Result};
 
@@ -54,6 +55,8 @@ pub struct RuntimeEnv {
     pub extra_env: Vec<String>,
     /// `COCOON_UPPER_LIMIT_BYTES`: size of the in-memory writable layer (default 256 MiB).
     pub upper_limit: u64,
+    /// `COCOON_FS`: how the tree is served (`fuse`, the default, or `memory`).
+    pub fs_mode: FsMode,
     /// `COCOON_SHIELD_NAMES`: comma-separated DNS names for the shield's
     /// KBS-CA certificate, besides `localhost`.
     pub shield_names: Vec<String>,
@@ -61,6 +64,31 @@ pub struct RuntimeEnv {
     pub cocoon_dir: PathBuf,
     /// Where the tree is mounted (default `/cocoon/root`).
     pub root: String,
+}
+
+/// How the launcher serves the sealed tree to the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsMode {
+    /// Through FUSE: chunks verified and decrypted as the app reads them.
+    Fuse,
+    /// All of it verified and decrypted at start into a tmpfs that never
+    /// swaps: kernel-speed file calls, for start-up time and memory equal
+    /// to the tree.
+    Memory,
+}
+
+impl std::str::FromStr for FsMode {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fuse" => Ok(FsMode::Fuse),
+            "memory" => Ok(FsMode::Memory),
+            _ => Err(Error::Config(format!(
+                "COCOON_FS {s:?} is not a file system mode (fuse or memory)"
+            ))),
+        }
+    }
 }
 
 /// Names an `-e` extra may not set: the dynamic loader's (they would let
@@ -115,6 +143,10 @@ impl RuntimeEnv {
             })?,
             None => 256 << 20,
         };
+        let fs_mode = match get("COCOON_FS") {
+            Some(s) if !s.is_empty() => s.parse()?,
+            _ => FsMode::Fuse,
+        };
         let mut shield_names = vec!["localhost".to_string()];
         for n in get("COCOON_SHIELD_NAMES").unwrap_or_default().split(',') {
             let n = n.trim();
@@ -141,6 +173,7 @@ impl RuntimeEnv {
             volumes,
             extra_env,
             upper_limit,
+            fs_mode,
             cocoon_dir: PathBuf::from("/cocoon"),
             root: "/cocoon/root".into(),
         })
@@ -210,43 +243,26 @@ fn read_tree_text(tree: &cocoon_seal::reader::UnlockedTree, path: &str) -> Resul
     }
 }
 
-#[cfg(feature = "fuse")]
+/// Puts the tree at `root` as `mode` says, with `files` (the file secrets)
+/// in memory inside it.
 fn mount_tree(
-    tree: Arc<cocoon_seal::reader::UnlockedTree>,
+    tree: cocoon_seal::reader::UnlockedTree,
     root: &Path,
-    upper_limit: u64,
-    files: Vec<(String, Zeroizing<Vec<u8>>)>,
-    owner: (u32, u32),
+    mode: FsMode,
+    opts: MountOptions,
 ) -> Result<()> {
     std::fs::create_dir_all(root)
         .map_err(|e| Error::sys(format!("creating {}", root.display()), e))?;
-    let handle = cocoon_fs::mount(
-        tree,
-        root,
-        cocoon_fs::MountOptions {
-            allow_other: true,
-            upper_limit_bytes: upper_limit,
-            files,
-            files_owner: owner,
-        },
-    )
-    .map_err(|e| Error::Mount(e.to_string()))?;
+    if mode == FsMode::Memory {
+        // The tree (and its open blob) goes away once it is in the tmpfs.
+        return cocoon_fs::unpack_in_memory(&tree, root, opts)
+            .map_err(|e| Error::Mount(e.to_string()));
+    }
+    let handle =
+        cocoon_fs::mount(Arc::new(tree), root, opts).map_err(|e| Error::Mount(e.to_string()))?;
     // Served until PID 1 exits; the kernel ends the mount with us.
     std::mem::forget(handle);
     Ok(())
-}
-
-#[cfg(not(feature = "fuse"))]
-fn mount_tree(
-    _tree: Arc<cocoon_seal::reader::UnlockedTree>,
-    _root: &Path,
-    _upper_limit: u64,
-    _files: Vec<(String, Zeroizing<Vec<u8>>)>,
-    _owner: (u32, u32),
-) -> Result<()> {
-    Err(Error::Mount(
-        "this launcher was built without the fuse feature".into(),
-    ))
 }
 
 /// A started app and what serves it.
@@ -327,11 +343,15 @@ pub fn start(env: &RuntimeEnv) -> Result<Started> {
         .collect();
     let owner = (ident.uid, ident.gid);
     mount_tree(
-        Arc::new(tree),
+        tree,
         Path::new(&env.root),
-        env.upper_limit,
-        file_secrets,
-        owner,
+        env.fs_mode,
+        MountOptions {
+            allow_other: true,
+            upper_limit_bytes: env.upper_limit,
+            files: file_secrets,
+            files_owner: owner,
+        },
     )?;
     setup::prepare_root(&syscall::Linux, &env.root, &env.volumes)?;
     let workdir = if w.manifest.config.workdir.is_empty() {
@@ -445,6 +465,16 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("volume target"), "{e}");
+        assert_eq!(r.fs_mode, FsMode::Fuse);
+        let r = env_of(&[("COCOON_KBS_URL", "http://k"), ("COCOON_FS", "memory")]).unwrap();
+        assert_eq!(r.fs_mode, FsMode::Memory);
+        let e = env_of(&[("COCOON_KBS_URL", "http://k"), ("COCOON_FS", "disk")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("COCOON_FS \"disk\" is not a file system mode"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! a fresh `/proc`, the container's `/dev` and `/sys`, its `/etc/hosts`,
 //! `/etc/resolv.conf` and `/etc/hostname`, and the runtime's volumes,
 //! bound into the tree. [`enter_and_exec`] runs in the forked child: enter
-//! the app's network namespace (shielded images), chroot, drop
-//! `CAP_SYS_ADMIN` and `CAP_NET_ADMIN` from the bounding set, credentials (groups, gid,
-//! uid, in that order), working directory, exec. Both only speak through
+//! the app's network namespace (shielded images), chroot, drop the
+//! launcher's own capabilities ([`LAUNCHER_ONLY_CAPS`]) from the bounding
+//! set, credentials (groups, gid, uid, in that order), working directory,
+//! exec. Both only speak through
 //! [`Syscall`], so the sequences are unit-tested with a recorder.
 
 use std::ffi::{CStr, CString};
@@ -33,6 +34,25 @@ pub struct Volume {
 pub const CAP_SYS_ADMIN: u32 = 21;
 /// `CAP_NET_ADMIN` (linux/capability.h).
 pub const CAP_NET_ADMIN: u32 = 12;
+/// `CAP_FSETID` (linux/capability.h).
+pub const CAP_FSETID: u32 = 4;
+/// `CAP_MKNOD` (linux/capability.h).
+pub const CAP_MKNOD: u32 = 27;
+/// `CAP_SETFCAP` (linux/capability.h).
+pub const CAP_SETFCAP: u32 = 31;
+
+/// What the launcher needs and the app does not get: SYS_ADMIN (FUSE,
+/// mounts, setns) and NET_ADMIN (a shielded app's loopback) always; in
+/// memory mode also MKNOD, SETFCAP and FSETID (writing the tree's device
+/// nodes, file capabilities and setgid bits into the tmpfs; `cocoon run`
+/// grants them only then). They leave the bounding set before exec.
+pub const LAUNCHER_ONLY_CAPS: [u32; 5] = [
+    CAP_SYS_ADMIN,
+    CAP_NET_ADMIN,
+    CAP_MKNOD,
+    CAP_SETFCAP,
+    CAP_FSETID,
+];
 
 /// Files of the container bound over the tree's, when the container has them.
 pub const ETC_FILES: [&str; 3] = ["/etc/hosts", "/etc/resolv.conf", "/etc/hostname"];
@@ -269,7 +289,7 @@ pub enum Step {
     Signals = 1,
     /// chroot into the tree.
     Chroot = 2,
-    /// Dropping CAP_SYS_ADMIN and CAP_NET_ADMIN.
+    /// Dropping the launcher's own capabilities ([`LAUNCHER_ONLY_CAPS`]).
     Caps = 3,
     /// setgroups.
     Groups = 4,
@@ -301,7 +321,7 @@ impl Step {
         match self {
             Step::Signals => "resetting the signal mask",
             Step::Chroot => "entering the sealed tree (chroot)",
-            Step::Caps => "dropping CAP_SYS_ADMIN and CAP_NET_ADMIN",
+            Step::Caps => "dropping the launcher's capabilities (CAP_SYS_ADMIN, ...)",
             Step::Groups => "setting supplementary groups",
             Step::Gid => "setting the group id",
             Step::Uid => "setting the user id",
@@ -329,11 +349,11 @@ pub fn enter_and_exec(sys: &dyn Syscall, plan: &ExecPlan) -> (Step, io::Error) {
     }
     step!(Step::Chroot, sys.chroot(&plan.root));
     step!(Step::Chroot, sys.chdir(c"/"));
-    // The app does not need to mount or configure networks: CAP_SYS_ADMIN
-    // (FUSE, setns) and CAP_NET_ADMIN (the app's loopback), which the
-    // launcher needs, leave the bounding set before exec.
-    step!(Step::Caps, sys.drop_bounding_cap(CAP_SYS_ADMIN));
-    step!(Step::Caps, sys.drop_bounding_cap(CAP_NET_ADMIN));
+    // The app does not need to mount, configure networks or make device
+    // nodes: what only the launcher needs leaves the bounding set.
+    for cap in LAUNCHER_ONLY_CAPS {
+        step!(Step::Caps, sys.drop_bounding_cap(cap));
+    }
     step!(Step::Groups, sys.setgroups(&plan.identity.groups));
     step!(Step::Gid, sys.setgid(plan.identity.gid));
     step!(Step::Uid, sys.setuid(plan.identity.uid));
@@ -508,6 +528,9 @@ mod tests {
                 Call::Chdir("/".into()),
                 Call::DropCap(CAP_SYS_ADMIN),
                 Call::DropCap(CAP_NET_ADMIN),
+                Call::DropCap(CAP_MKNOD),
+                Call::DropCap(CAP_SETFCAP),
+                Call::DropCap(CAP_FSETID),
                 Call::Setgroups(vec![4, 102]),
                 Call::Setgid(102),
                 Call::Setuid(100),

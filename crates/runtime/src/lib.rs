@@ -141,6 +141,9 @@ pub struct RunOptions {
     pub kbs_retry_secs: Option<u64>,
     /// DNS names for the shield's KBS-CA certificate, besides `localhost`.
     pub shield_names: Vec<String>,
+    /// Memory mode: the launcher decrypts the whole tree at start into a
+    /// tmpfs that never swaps, instead of serving it through FUSE.
+    pub fs_in_memory: bool,
 }
 
 /// Default state root.
@@ -319,10 +322,14 @@ impl Bundle {
                 opts.shield_names.join(",")
             ));
         }
+        if opts.fs_in_memory {
+            env.push("COCOON_FS=memory".into());
+        }
         let config = spec::config(&spec::SpecInput {
             hostname: self.name.clone(),
             env,
             binds,
+            memory_mode: opts.fs_in_memory,
         });
         let path = self.bundle_dir().join("config.json");
         std::fs::write(

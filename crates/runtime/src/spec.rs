@@ -25,6 +25,12 @@ pub const CAPABILITIES: [&str; 11] = [
     "CAP_NET_BIND_SERVICE",
 ];
 
+/// Added in memory mode, where the launcher writes the whole tree into a
+/// tmpfs itself: device nodes (MKNOD), file capabilities (SETFCAP) and
+/// setgid bits of files whose group it is not in (FSETID). The launcher
+/// drops them before exec, so the app gets the same set either way.
+pub const MEMORY_MODE_CAPABILITIES: [&str; 3] = ["CAP_MKNOD", "CAP_SETFCAP", "CAP_FSETID"];
+
 /// `/dev/fuse`: character device 10:229.
 pub const FUSE_MAJOR: i64 = 10;
 /// Minor number of `/dev/fuse`.
@@ -50,11 +56,16 @@ pub struct SpecInput {
     pub env: Vec<String>,
     /// Bind mounts.
     pub binds: Vec<Bind>,
+    /// The launcher runs in memory mode ([`MEMORY_MODE_CAPABILITIES`]).
+    pub memory_mode: bool,
 }
 
 /// The OCI runtime spec (1.0.2) for `input`.
 pub fn config(input: &SpecInput) -> Value {
-    let caps: Vec<&str> = CAPABILITIES.to_vec();
+    let mut caps: Vec<&str> = CAPABILITIES.to_vec();
+    if input.memory_mode {
+        caps.extend(MEMORY_MODE_CAPABILITIES);
+    }
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc"}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
@@ -122,6 +133,7 @@ mod tests {
                 destination: "/cocoon/sim".into(),
                 readonly: true,
             }],
+            memory_mode: false,
         });
         assert_eq!(c["process"]["args"], json!(["/cocoon/launcher"]));
         assert_eq!(c["linux"]["devices"][0]["path"], "/dev/fuse");
@@ -130,6 +142,7 @@ mod tests {
         assert_eq!(caps.len(), CAPABILITIES.len());
         assert!(caps.contains(&json!("CAP_SYS_ADMIN")));
         assert!(!caps.contains(&json!("CAP_NET_RAW")));
+        assert!(!caps.contains(&json!("CAP_MKNOD")));
         assert!(c["process"]["capabilities"].get("ambient").is_none());
         let ns: Vec<&str> = c["linux"]["namespaces"]
             .as_array()

@@ -278,6 +278,7 @@ fn options(s: &Sealed, kbs: &KbsHarness, state: &Path) -> RunOptions {
         state_root: state.to_path_buf(),
         kbs_retry_secs: Some(3),
         shield_names: Vec::new(),
+        fs_in_memory: false,
     }
 }
 
@@ -354,7 +355,9 @@ fn busybox_output_exit_code_env_and_secrets_pass_through() {
     let src = busybox_script(
         work.path(),
         "echo \"out:$FOO:$GREETING:$EXTRA\"; cat /run/secrets/token; echo; cat /enc/data.txt; \
-         echo \"uid=$(id -u) pid=$$ host=$(hostname)\"; ls /data; exit 7",
+         echo \"uid=$(id -u) pid=$$ host=$(hostname)\"; ls /data; \
+         awk '$2 == \"/\" {print \"root-fs=\" $3}' /proc/mounts; \
+         echo written > /etc/app-wrote && cat /etc/app-wrote; exit 7",
     );
     let s = seal(
         &src,
@@ -379,49 +382,59 @@ fn busybox_output_exit_code_env_and_secrets_pass_through() {
     kbs.admin
         .put_resource("kbs:///app/file/token", b"file-secret-42")
         .unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let vol = tempfile::tempdir().unwrap();
-    std::fs::write(vol.path().join("volume-file"), b"x").unwrap();
-    let mut o = options(&s, &kbs, state.path());
-    o.env = vec!["EXTRA=from-e".into()];
-    o.volumes = vec![VolumeSpec {
-        host: vol.path().into(),
-        path: "/data".into(),
-        readonly: true,
-    }];
-    o.name = Some("bb-e2e".into());
-    let mut b = prepare(&o).unwrap();
-    let r = run_bundle(&b, work.path());
-    assert_eq!(r.code, 7, "{}", r.stderr);
-    assert!(
-        r.stdout.contains("out:bar:hello-from-kbs:from-e"),
-        "{}",
-        r.stdout
-    );
-    assert!(r.stdout.contains("file-secret-42"), "{}", r.stdout);
-    assert!(
-        r.stdout.contains("TOP-SECRET-PAYLOAD-7f3a9c"),
-        "{}",
-        r.stdout
-    );
-    // The app is not PID 1 (the launcher is), runs as the image's user (root).
-    assert!(
-        r.stdout.contains("uid=0 pid=") && r.stdout.contains("host=bb-e2e"),
-        "{}",
-        r.stdout
-    );
-    assert!(!r.stdout.contains("pid=1 "), "{}", r.stdout);
-    assert!(r.stdout.contains("volume-file"), "{}", r.stdout);
-    // No plaintext of the encrypted path (or of the secrets) in the bundle.
-    for needle in [
-        &b"TOP-SECRET-PAYLOAD-7f3a9c"[..],
-        b"file-secret-42",
-        b"hello-from-kbs",
-    ] {
-        assert!(grep_tree(state.path(), needle).is_empty());
+    // The same for both ways of serving the tree: FUSE, and memory mode.
+    for (in_memory, root_fs) in [(false, "fuse.cocoon"), (true, "tmpfs")] {
+        let state = tempfile::tempdir().unwrap();
+        let vol = tempfile::tempdir().unwrap();
+        std::fs::write(vol.path().join("volume-file"), b"x").unwrap();
+        let mut o = options(&s, &kbs, state.path());
+        o.env = vec!["EXTRA=from-e".into()];
+        o.volumes = vec![VolumeSpec {
+            host: vol.path().into(),
+            path: "/data".into(),
+            readonly: true,
+        }];
+        o.name = Some("bb-e2e".into());
+        o.fs_in_memory = in_memory;
+        let mut b = prepare(&o).unwrap();
+        let r = run_bundle(&b, work.path());
+        assert_eq!(r.code, 7, "{}", r.stderr);
+        assert!(
+            r.stdout.contains(&format!("root-fs={root_fs}\n")),
+            "{}",
+            r.stdout
+        );
+        assert!(r.stdout.contains("written\n"), "{}", r.stdout);
+        assert!(
+            r.stdout.contains("out:bar:hello-from-kbs:from-e"),
+            "{}",
+            r.stdout
+        );
+        assert!(r.stdout.contains("file-secret-42"), "{}", r.stdout);
+        assert!(
+            r.stdout.contains("TOP-SECRET-PAYLOAD-7f3a9c"),
+            "{}",
+            r.stdout
+        );
+        // The app is not PID 1 (the launcher is), runs as the image's user (root).
+        assert!(
+            r.stdout.contains("uid=0 pid=") && r.stdout.contains("host=bb-e2e"),
+            "{}",
+            r.stdout
+        );
+        assert!(!r.stdout.contains("pid=1 "), "{}", r.stdout);
+        assert!(r.stdout.contains("volume-file"), "{}", r.stdout);
+        // No plaintext of the encrypted path (or of the secrets) in the bundle.
+        for needle in [
+            &b"TOP-SECRET-PAYLOAD-7f3a9c"[..],
+            b"file-secret-42",
+            b"hello-from-kbs",
+        ] {
+            assert!(grep_tree(state.path(), needle).is_empty());
+        }
+        b.remove().unwrap();
+        assert!(!state.path().join("bb-e2e").exists());
     }
-    b.remove().unwrap();
-    assert!(!state.path().join("bb-e2e").exists());
 }
 
 /// The KBS CA certificate (what ordinary clients of a shield trust), saved
@@ -927,10 +940,15 @@ fn noise(len: usize, mut seed: u64) -> Vec<u8> {
     out
 }
 
-/// Where chunk `k` of the sealed file at `path` is stored in the bundle's
-/// blob, found as the launcher finds it: trailer digest from the signed seal
+/// Chunk `k` of the sealed file at `path`: its number in the bundle's blob
+/// and where it is stored, found as the launcher finds it: trailer digest from the signed seal
 /// descriptor, index unlocked with the image key and manifest.
-fn chunk_of(rootfs: &Path, key: &ImageKey, path: &str, k: u64) -> cocoon_seal::format::ChunkRecord {
+fn chunk_of(
+    rootfs: &Path,
+    key: &ImageKey,
+    path: &str,
+    k: u64,
+) -> (u64, cocoon_seal::format::ChunkRecord) {
     use cocoon_seal::reader::SealedBlob;
     let blob = rootfs.join("cocoon/sealed.blob");
     let seal: Value =
@@ -950,7 +968,7 @@ fn chunk_of(rootfs: &Path, key: &ImageKey, path: &str, k: u64) -> cocoon_seal::f
         .unwrap();
     let data = tree.data_of(tree.lookup(path).unwrap()).unwrap();
     assert!(k < data.count, "{path} has {} chunks", data.count);
-    table[(data.first + k) as usize]
+    (data.first + k, table[(data.first + k) as usize])
 }
 
 /// DESIGN guarantee 2, second half: a chunk tampered with while the app
@@ -1004,7 +1022,7 @@ fn a_chunk_tampered_after_start_is_an_io_error_inside_runc() {
     }];
     o.name = Some("tamper-e2e".into());
     let b = prepare(&o).unwrap();
-    let rec = chunk_of(&b.rootfs(), &s.key, "/enc/big.bin", victim);
+    let (n, rec) = chunk_of(&b.rootfs(), &s.key, "/enc/big.bin", victim);
     assert_eq!(
         (rec.flags, rec.plain_len as usize),
         (cocoon_seal::format::FLAG_ENCRYPTED, cs),
@@ -1063,4 +1081,32 @@ fn a_chunk_tampered_after_start_is_an_io_error_inside_runc() {
     );
     drop(b);
     assert!(!state.path().join("tamper-e2e").exists());
+
+    // Memory mode reads every chunk before the app starts: the same flipped
+    // byte stops the start, naming the file and chunk; the app never runs.
+    o.name = Some("tamper-memory".into());
+    o.fs_in_memory = true;
+    let b = prepare(&o).unwrap();
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(b.rootfs().join("cocoon/sealed.blob"))
+            .unwrap();
+        let at = rec.offset + 12 + 100;
+        let mut byte = [0u8];
+        f.read_exact_at(&mut byte, at).unwrap();
+        f.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
+    }
+    let r = run_bundle(&b, work.path());
+    assert_eq!(r.code, 78, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("unpacking the sealed tree into memory")
+            && r.stderr.contains("/enc/big.bin")
+            && r.stderr.contains(&format!("cannot decrypt chunk {n}:")),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stdout.contains("READ1-DONE"), "{}", r.stdout);
 }

@@ -44,8 +44,23 @@ pub struct Args {
     /// A DNS name for the shield's KBS-CA certificate (besides localhost); repeatable.
     #[arg(long = "shield-name", value_name = "DNS_NAME")]
     pub shield_names: Vec<String>,
+    /// How the app sees its files: `fuse` verifies and decrypts each chunk
+    /// as it is read; `memory` decrypts the whole tree at start into a tmpfs
+    /// that never swaps (kernel-speed file calls for small hot servers such
+    /// as nginx, for start-up time and memory equal to the tree).
+    #[arg(long, value_enum, default_value_t = FsMode::Fuse)]
+    pub fs: FsMode,
     #[command(flatten)]
     pub opts: ImageOpts,
+}
+
+/// `--fs`: how the launcher serves the sealed tree.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsMode {
+    /// Through FUSE, chunk by chunk as the app reads.
+    Fuse,
+    /// Decrypted at start into memory (a noswap tmpfs).
+    Memory,
 }
 
 /// Runs `cocoon run`; exits with the app's status.
@@ -76,6 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         state_root: args.state_dir,
         kbs_retry_secs: args.kbs_retry,
         shield_names: args.shield_names,
+        fs_in_memory: args.fs == FsMode::Memory,
     };
     let mut bundle = cocoon_runtime::prepare(&opts)?;
     if args.detach {
