@@ -49,6 +49,7 @@
 #
 #   bench/app.sh [COCOON_BINARY]     (root; fixtures; `make release`)
 #   BENCH_ROUNDS=3 BENCH_SECS=10 BENCH_CONNS=32 BENCH_REDIS_N=200000 BENCH_REDIS_CONNS=50
+#   BENCH_APPS="web redis" (either or both)
 #   BENCH_PERF=DIR: `perf record -a -g` during every throughput measurement
 #   (DIR/KIND-WORKLOAD-ROUND.data; profiling slows both sides alike).
 set -euo pipefail
@@ -61,6 +62,7 @@ secs=${BENCH_SECS:-10}
 conns=${BENCH_CONNS:-32}
 redis_n=${BENCH_REDIS_N:-200000}
 redis_c=${BENCH_REDIS_CONNS:-50}
+apps=${BENCH_APPS:-web redis}
 # Not 80 and 6379: other tests on a shared machine check that those are free.
 web_port=${BENCH_WEB_PORT:-18080}
 redis_port=${BENCH_REDIS_PORT:-16379}
@@ -329,7 +331,7 @@ one() { # KIND APP ROUND
 
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 for i in $(seq "$rounds"); do
-  for app in web redis; do
+  for app in $apps; do
     if [ $((i % 2)) = 1 ]; then order="base sealed memory"; else order="memory sealed base"; fi
     for kind in $order; do one "$kind" $app "$i"; done
   done
@@ -343,15 +345,20 @@ echo "# sealed apps vs the original image under runc, $(date -u +%Y-%m-%dT%H:%MZ
 echo "# load average before $load0, after $load1; medians of $rounds rounds"
 echo "# wrk -t2 -c$conns -d${secs}s; redis-benchmark -q -t set (then get) -n $redis_n -c $redis_c; plain TCP on the host network"
 echo
+echo "Ratios: of the medians, and [the median of each round's ratio] (a round runs the three"
+echo "kinds back to back, so its ratio is the least disturbed by drift over the run)."
+echo
 echo "| workload | original (runc) | sealed (cocoon run) | sealed / original | ratio in each round | memory mode (--fs memory) | memory / original | ratio in each round | container CPU µs per request, original | sealed | memory mode |"
 echo "| --- | ---: | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: | ---: |"
 each() { paste -d' ' "$work/r.$1.$2" "$work/r.base.$2" | while read -r x y; do ratio "$x" "$y"; printf ' '; done; }
+paired() { paste -d' ' "$work/r.$1.$2" "$work/r.base.$2" | awk '{print $1 / $2}' | median | awk '{printf "[%.2fx]", $1}'; }
 for row in "set|redis SET, requests/s" "get|redis GET, requests/s" "page|nginx default page (615 B), requests/s" "1m|nginx 1 MiB file, MB/s"; do
   k=${row%%|*} label=${row#*|}
+  [ -e "$work/r.base.$k" ] || continue
   b=$(m base.$k) s=$(m sealed.$k) y=$(m memory.$k)
   bc_=$(m base.$k.cpu) sc=$(m sealed.$k.cpu) yc=$(m memory.$k.cpu)
   es=$(each sealed $k) ey=$(each memory $k)
-  echo "| $label | $b | $s | $(ratio "$s" "$b") | ${es% } | $y | $(ratio "$y" "$b") | ${ey% } | $(printf %.1f "$bc_") | $(printf %.1f "$sc") ($(ratio "$sc" "$bc_")) | $(printf %.1f "$yc") ($(ratio "$yc" "$bc_")) |"
+  echo "| $label | $b | $s | $(ratio "$s" "$b") $(paired sealed $k) | ${es% } | $y | $(ratio "$y" "$b") $(paired memory $k) | ${ey% } | $(printf %.1f "$bc_") | $(printf %.1f "$sc") ($(ratio "$sc" "$bc_")) | $(printf %.1f "$yc") ($(ratio "$yc" "$bc_")) |"
 done
 echo
 echo "Start-up to first answer, ms. Sealed = cocoon run writing the bundle (reading the sealed image,"
@@ -360,7 +367,7 @@ echo "round trip + unlock, mount (FUSE, or the whole tree into memory) and the a
 echo
 echo "| app | original | mode | sealed | bundle | runc + launcher to the KBS | KBS round trip | after the KBS | overhead beyond the KBS round trip | same, without writing the bundle |"
 echo "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-for app in web redis; do
+for app in $apps; do
   for kind in sealed memory; do
     b=$(m base.$app.start) s=$(m $kind.$app.start) k=$(m $kind.$app.kbs) u=$(m $kind.$app.bundle)
     label=$([ $app = web ] && echo "nginx (GET / = 200)" || echo "redis (PING = PONG)")
