@@ -9,8 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use cocoon_fs::MountOptions;
-use cocoon_testkit::snapshot::{differences, snapshot};
-use common::{fixture_image, make_image, pattern, seal, Item};
+use common::{assert_same_tree, fixture_image, make_image, pattern, seal, Item};
 use zeroize::Zeroizing;
 
 fn opts() -> MountOptions {
@@ -53,11 +52,7 @@ fn same_as_fuse(image: &str) {
     let mem = fresh_dir(&sealed, "memory");
     cocoon_fs::unpack_in_memory(&sealed.tree, &mem, opts()).unwrap();
     let (fuse, handle) = sealed.mount(opts());
-    let want = snapshot(&fuse);
-    let got = snapshot(&mem);
-    let diff = differences(&want, &got);
-    assert!(diff.is_empty(), "memory tree differs:\n{}", diff.join("\n"));
-    assert!(want.0.len() > 10, "suspiciously small tree");
+    assert_same_tree(&fuse, &mem);
     handle.unmount().unwrap();
     // A tmpfs that never swaps: no plaintext can reach a swap device.
     let (fstype, options) = mount_options(&mem).expect("memory mode mounted nothing");

@@ -9,8 +9,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt
 use std::process::Command;
 
 use cocoon_fs::MountOptions;
-use cocoon_testkit::snapshot::{differences, snapshot};
-use common::{fixture_image, make_image, pattern, run, seal, Item};
+use common::{assert_same_tree, fixture_image, make_image, pattern, run, seal, Item};
 use zeroize::Zeroizing;
 
 fn opts() -> MountOptions {
@@ -31,15 +30,7 @@ fn compare_with_extract(image: &str) {
     let expected = sealed.work.path().join("expected");
     sealed.extract(&expected);
     let (mnt, handle) = sealed.mount(opts());
-    let want = snapshot(&expected);
-    let got = snapshot(&mnt);
-    let diff = differences(&want, &got);
-    assert!(
-        diff.is_empty(),
-        "mounted tree differs:\n{}",
-        diff.join("\n")
-    );
-    assert!(want.0.len() > 10, "suspiciously small tree");
+    assert_same_tree(&expected, &mnt);
     handle.unmount().unwrap();
 }
 

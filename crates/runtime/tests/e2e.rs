@@ -971,6 +971,22 @@ fn chunk_of(
     (data.first + k, table[(data.first + k) as usize])
 }
 
+/// Flips one ciphertext byte (past the 12-byte nonce) of the chunk stored
+/// at `offset` in the bundle's blob, in place.
+fn flip_ciphertext_byte(b: &Bundle, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(b.rootfs().join("cocoon/sealed.blob"))
+        .unwrap();
+    let at = offset + 12 + 100;
+    let mut byte = [0u8];
+    f.read_exact_at(&mut byte, at).unwrap();
+    f.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
+    f.sync_all().unwrap();
+}
+
 /// DESIGN guarantee 2, second half: a chunk tampered with while the app
 /// runs is an I/O error on the app's next read of it, never other bytes.
 /// The app (busybox under runc, behind the real launcher and FUSE server)
@@ -1040,21 +1056,8 @@ fn a_chunk_tampered_after_start_is_an_io_error_inside_runc() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        // One ciphertext byte (past the 12-byte nonce) of the victim chunk,
-        // in place: the server keeps the blob open.
-        {
-            use std::os::unix::fs::FileExt;
-            let f = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(b.rootfs().join("cocoon/sealed.blob"))
-                .unwrap();
-            let at = rec.offset + 12 + 100;
-            let mut byte = [0u8];
-            f.read_exact_at(&mut byte, at).unwrap();
-            f.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
-            f.sync_all().unwrap();
-        }
+        // In place: the server keeps the blob open.
+        flip_ciphertext_byte(&b, rec.offset);
         std::fs::write("/proc/sys/vm/drop_caches", "3").unwrap();
         std::fs::write(vol.path().join("go"), b"").unwrap();
         runner.join().unwrap()
@@ -1087,18 +1090,7 @@ fn a_chunk_tampered_after_start_is_an_io_error_inside_runc() {
     o.name = Some("tamper-memory".into());
     o.fs_in_memory = true;
     let b = prepare(&o).unwrap();
-    {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(b.rootfs().join("cocoon/sealed.blob"))
-            .unwrap();
-        let at = rec.offset + 12 + 100;
-        let mut byte = [0u8];
-        f.read_exact_at(&mut byte, at).unwrap();
-        f.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
-    }
+    flip_ciphertext_byte(&b, rec.offset);
     let r = run_bundle(&b, work.path());
     assert_eq!(r.code, 78, "{}", r.stderr);
     assert!(

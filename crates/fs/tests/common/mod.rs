@@ -16,6 +16,7 @@ use cocoon_seal::manifest::DEFAULT_CHUNK_SIZE;
 use cocoon_seal::reader::{SealedBlob, UnlockedTree};
 use cocoon_seal::signing::OwnerKey;
 use cocoon_seal::{ImageKey, WorkloadOptions};
+use cocoon_testkit::snapshot::{differences, snapshot};
 
 /// A sealed image, unlocked.
 pub struct Sealed {
@@ -108,6 +109,16 @@ fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Asserts that the trees at `want` and `got` look the same to programs
+/// (paths, kinds, contents, owners, modes, mtimes, xattrs, hardlinks).
+pub fn assert_same_tree(want: &Path, got: &Path) {
+    let want = snapshot(want);
+    let got = snapshot(got);
+    let diff = differences(&want, &got);
+    assert!(diff.is_empty(), "the trees differ:\n{}", diff.join("\n"));
+    assert!(want.0.len() > 10, "suspiciously small tree");
 }
 
 /// A fixture image reference.
