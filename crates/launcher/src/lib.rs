@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use cocoon_attest::Attester;
 use cocoon_fs::MountOptions;
+use zeroize::Zeroizing;
 
 pub use error::{Error, Result};
 
@@ -273,15 +274,18 @@ pub struct Started {
     pub shield: Option<(shield::Shield, Arc<netns::AppNetwork>)>,
 }
 
-/// Everything up to the app's start.
-pub fn start(env: &RuntimeEnv) -> Result<Started> {
-    let me =
-        std::fs::read("/proc/self/exe").map_err(|e| Error::sys("reading /proc/self/exe", e))?;
-    let w = identity::load(&env.cocoon_dir, &me)?;
-    drop(me);
-    let attester: Arc<dyn Attester> = Arc::from(attester(env, &w)?);
+/// What the KBS released to the attested launcher.
+struct Released {
+    client: kbs::Client,
+    key: cocoon_seal::ImageKey,
+    env_secrets: Vec<(String, String)>,
+    file_secrets: Vec<(String, Zeroizing<Vec<u8>>)>,
+}
+
+/// Attests to the KBS and fetches the image key and the declared secrets.
+fn release(env: &RuntimeEnv, w: &identity::Workload, attester: &dyn Attester) -> Result<Released> {
     let client = kbs::Client::new(&env.kbs_url, env.kbs_retry)?;
-    let session = client.attest(attester.as_ref(), &w.init_data())?;
+    let session = client.attest(attester, &w.init_data())?;
     let key_bytes = client.resource(&session, &w.manifest.seal.key)?;
     let key = cocoon_seal::ImageKey::from_bytes(&key_bytes)
         .map_err(|e| Error::Kbs(format!("{}: not an image key ({e})", w.manifest.seal.key)))?;
@@ -305,9 +309,49 @@ pub fn start(env: &RuntimeEnv) -> Result<Started> {
             file_secrets.push((path.clone(), v));
         }
     }
+    Ok(Released {
+        client,
+        key,
+        env_secrets,
+        file_secrets,
+    })
+}
+
+/// Everything up to the app's start.
+pub fn start(env: &RuntimeEnv) -> Result<Started> {
+    let me =
+        std::fs::read("/proc/self/exe").map_err(|e| Error::sys("reading /proc/self/exe", e))?;
+    let w = identity::load(&env.cocoon_dir, &me)?;
+    drop(me);
+    let attester: Arc<dyn Attester> = Arc::from(attester(env, &w)?);
     let blob_path = env.cocoon_dir.join("sealed.blob");
     let blob = cocoon_seal::reader::SealedBlob::open(&blob_path, &w.descriptor.blob.trailer)
         .map_err(|e| Error::Seal(e.to_string()))?;
+    // In FUSE mode every stored chunk is checked against the signed chunk
+    // table while the KBS round trip runs, so that a changed byte anywhere
+    // stops the start even in a chunk the app would never read. (Memory
+    // mode checks each chunk as it unpacks the tree.)
+    let released = std::thread::scope(|s| {
+        let check = (env.fs_mode == FsMode::Fuse).then(|| s.spawn(|| blob.verify_chunks()));
+        let released = release(env, &w, attester.as_ref());
+        if let Some(check) = check {
+            check
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(cocoon_seal::Error::Format(
+                        "the chunk check panicked".into(),
+                    ))
+                })
+                .map_err(|e| Error::Seal(e.to_string()))?;
+        }
+        released
+    })?;
+    let Released {
+        client,
+        key,
+        env_secrets,
+        file_secrets,
+    } = released;
     let tree = blob
         .unlock(&key, &w.manifest)
         .map_err(|e| Error::Seal(e.to_string()))?;

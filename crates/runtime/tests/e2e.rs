@@ -1085,20 +1085,28 @@ fn a_chunk_tampered_after_start_is_an_io_error_inside_runc() {
     drop(b);
     assert!(!state.path().join("tamper-e2e").exists());
 
-    // Memory mode reads every chunk before the app starts: the same flipped
-    // byte stops the start, naming the file and chunk; the app never runs.
-    o.name = Some("tamper-memory".into());
-    o.fs_in_memory = true;
-    let b = prepare(&o).unwrap();
-    flip_ciphertext_byte(&b, rec.offset);
-    let r = run_bundle(&b, work.path());
-    assert_eq!(r.code, 78, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("unpacking the sealed tree into memory")
-            && r.stderr.contains("/enc/big.bin")
-            && r.stderr.contains(&format!("cannot decrypt chunk {n}:")),
-        "{}",
-        r.stderr
-    );
-    assert!(!r.stdout.contains("READ1-DONE"), "{}", r.stdout);
+    // The same byte flipped before the start (past `cocoon run`'s own check
+    // of the image, as a host could): the launcher checks every stored
+    // chunk against the signed table before the app exists (FUSE mode),
+    // or decrypts every chunk into memory first (memory mode). Either way
+    // the start stops, naming the chunk; the app never runs.
+    for (in_memory, want) in [
+        (
+            false,
+            format!("sealed image tampered with: chunk {n} does not match the chunk table"),
+        ),
+        (
+            true,
+            format!("/enc/big.bin: cannot decrypt chunk {n}: wrong image key or tampered data"),
+        ),
+    ] {
+        o.name = Some(format!("tamper-before-{in_memory}"));
+        o.fs_in_memory = in_memory;
+        let b = prepare(&o).unwrap();
+        flip_ciphertext_byte(&b, rec.offset);
+        let r = run_bundle(&b, work.path());
+        assert_eq!(r.code, 78, "{}", r.stderr);
+        assert!(r.stderr.contains(&want), "{}", r.stderr);
+        assert!(!r.stdout.contains("READ1-DONE"), "{}", r.stdout);
+    }
 }

@@ -20,6 +20,10 @@ use crate::keys::{DerivedKeys, ImageKey};
 use crate::manifest::{summarize_records, WorkloadManifest};
 use crate::writer::chunk_aad;
 
+/// How many bytes of adjacent chunks [`SealedBlob::verify_chunks`] reads at
+/// once.
+const VERIFY_SPAN: u64 = 4 << 20;
+
 /// The index is compressed JSON; refuse to inflate it past this size.
 const MAX_INDEX_JSON: usize = 1 << 30;
 
@@ -123,16 +127,30 @@ impl SealedBlob {
     }
 
     /// Checks every stored chunk and the stored index against their
-    /// digests, without any key. Reads the whole blob once.
+    /// digests, without any key. Reads the whole blob once, in large
+    /// spans, on one thread per core (at most 4); a mismatch is reported
+    /// for the first bad chunk in blob order.
     pub fn verify_chunks(&self) -> Result<()> {
-        for n in 0..self.table.len() as u64 {
-            let (r, bytes) = self.stored_chunk(n)?;
-            if BlobDigest::of(&bytes) != r.digest {
-                return Err(Error::Tampered(format!(
-                    "chunk {n} does not match the chunk table"
-                )));
-            }
-        }
+        let n = self.table.len();
+        let threads = std::thread::available_parallelism()
+            .map_or(1, usize::from)
+            .clamp(1, 4);
+        let per = n.div_ceil(threads).max(1);
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let parts: Vec<_> = (0..n)
+                .step_by(per)
+                .map(|start| s.spawn(move || self.verify_range(start, (start + per).min(n))))
+                .collect();
+            parts
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Format("a chunk verifying thread panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        results.into_iter().collect::<Result<()>>()?;
         let index = read_at(
             &self.file,
             self.trailer.index_offset,
@@ -143,6 +161,37 @@ impl SealedBlob {
             return Err(Error::Tampered(
                 "the index does not match the trailer".into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// Checks chunks `start..end`, reading runs of adjacent chunks of up
+    /// to [`VERIFY_SPAN`] bytes with one `pread` each.
+    fn verify_range(&self, start: usize, end: usize) -> Result<()> {
+        let mut i = start;
+        while i < end {
+            let base = self.table[i].offset;
+            let mut span_end = base + u64::from(self.table[i].stored_len);
+            let mut j = i + 1;
+            while j < end
+                && self.table[j].offset == span_end
+                && span_end - base + u64::from(self.table[j].stored_len) <= VERIFY_SPAN
+            {
+                span_end += u64::from(self.table[j].stored_len);
+                j += 1;
+            }
+            let bytes = read_at(&self.file, base, span_end - base, &format!("chunk {i}"))?;
+            for (k, r) in self.table[i..j].iter().enumerate() {
+                let at = (r.offset - base) as usize;
+                let stored = &bytes[at..at + r.stored_len as usize];
+                if BlobDigest::of(stored) != r.digest {
+                    return Err(Error::Tampered(format!(
+                        "chunk {} does not match the chunk table",
+                        i + k
+                    )));
+                }
+            }
+            i = j;
         }
         Ok(())
     }

@@ -288,6 +288,29 @@ fn a_blob_of_many_batches_reads_back_and_hashes_as_written() {
         .unwrap()
         .verify_chunks()
         .unwrap();
+    // A byte flipped anywhere (the chunks are checked in parallel ranges
+    // of adjacent chunks) names that chunk; two flipped, the first.
+    let table = SealedBlob::open(&s.path(), &s.trailer)
+        .unwrap()
+        .chunks()
+        .to_vec();
+    let clean = fs::read(s.path()).unwrap();
+    for bad in [vec![0], vec![150], vec![table.len() - 1], vec![200, 40]] {
+        let mut b = clean.clone();
+        for &k in &bad {
+            b[table[k].offset as usize + table[k].stored_len as usize / 2] ^= 0x20;
+        }
+        fs::write(s.path(), &b).unwrap();
+        let first = bad.iter().min().unwrap();
+        assert_eq!(
+            SealedBlob::open(&s.path(), &s.trailer)
+                .unwrap()
+                .verify_chunks()
+                .unwrap_err()
+                .to_string(),
+            format!("sealed image tampered with: chunk {first} does not match the chunk table")
+        );
+    }
 }
 
 #[test]
