@@ -25,9 +25,13 @@ use crate::{sys, Error, MountOptions};
 /// tmpfs accounts for whole pages.
 const PAGE: u64 = 4096;
 
-/// Room for what the tree writes besides file data (long symlinks) while it
-/// is unpacked; the size is set exactly afterwards.
+/// Room for what the tree may take besides file data and long symlinks
+/// while it is unpacked; the size is set exactly afterwards.
 const SLACK: u64 = 16 << 20;
+
+/// Symlink targets at least this long take a page of their own in tmpfs
+/// (shorter ones live in the inode).
+const INLINE_SYMLINK_MAX: usize = 127;
 
 /// Mounts a tmpfs at `mountpoint` (an existing empty directory), writes
 /// `tree` into it with every chunk verified and decrypted, and adds
@@ -83,12 +87,14 @@ fn fill(tree: &UnlockedTree, root: &Path, opts: MountOptions) -> Result<(), Stri
         .map_err(|e| format!("setting the tmpfs size: {e}"))
 }
 
-/// Bytes the tree's file data takes in tmpfs pages (hardlinks once).
+/// Bytes the tree takes in tmpfs pages: file data (hardlinks once) and
+/// long symlink targets.
 fn tree_bytes(tree: &UnlockedTree) -> u64 {
     tree.entries()
         .iter()
         .map(|e| match (&e.record.kind, e.data) {
             (EntryKind::File { size, .. }, Some(_)) => pages(*size),
+            (EntryKind::Symlink { target }, _) if target.len() > INLINE_SYMLINK_MAX => PAGE,
             _ => 0,
         })
         .sum()

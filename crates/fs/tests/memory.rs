@@ -175,3 +175,21 @@ fn a_tampered_chunk_stops_the_unpack_and_nothing_stays_mounted() {
     assert_eq!(mount_options(&mem), None, "left mounted after {err}");
     assert_eq!(fs::read_dir(&mem).unwrap().count(), 0);
 }
+
+#[test]
+fn long_symlinks_are_counted_in_the_tmpfs_size() {
+    // 7000 symlinks with 200-byte targets take a page each in tmpfs: 28 MB,
+    // more than the slack and the writable room together.
+    let src = tempfile::tempdir().unwrap();
+    let target = format!("/{}", "t".repeat(199));
+    let mut items = vec![Item::Dir("links", 0o755, 0, 0)];
+    items.extend((0..7000).map(|i| Item::Symlink(format!("links/{i}"), target.clone())));
+    let sealed = seal(&make_image(src.path(), &items));
+    let mem = fresh_dir(&sealed, "memory");
+    cocoon_fs::unpack_in_memory(&sealed.tree, &mem, opts()).unwrap();
+    assert_eq!(
+        fs::read_link(mem.join("links/6999")).unwrap(),
+        Path::new(&target)
+    );
+    unmount(&mem);
+}

@@ -132,6 +132,8 @@ pub enum Item<'a> {
     Dir(&'a str, u32, u64, u64),
     /// File, mode, uid, gid, content.
     File(&'a str, u32, u64, u64, &'a [u8]),
+    /// Symlink and its target.
+    Symlink(String, String),
 }
 
 /// Writes a one-layer OCI image of `items` at `dir`, tag `latest`.
@@ -156,6 +158,14 @@ pub fn make_image(dir: &Path, items: &[Item<'_>]) -> String {
                 h.set_gid(*gid);
                 h.set_size(data.len() as u64);
                 b.append_data(&mut h, path, *data).unwrap();
+            }
+            Item::Symlink(path, target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_mode(0o777);
+                h.set_uid(0);
+                h.set_gid(0);
+                h.set_size(0);
+                b.append_link(&mut h, path, target).unwrap();
             }
         }
     }
