@@ -27,47 +27,46 @@ pub(crate) fn fuse_mount(mountpoint: &Path, allow_other: bool) -> io::Result<Own
         .custom_flags(libc::O_CLOEXEC)
         .open("/dev/fuse")
         .map_err(|e| io::Error::new(e.kind(), format!("opening /dev/fuse: {e}")))?;
-    // SAFETY: geteuid/getegid have no preconditions and cannot fail.
-    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    let (uid, gid) = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
     let data = format!(
         "fd={},rootmode=40000,user_id={uid},group_id={gid},default_permissions{}",
         dev.as_raw_fd(),
         if allow_other { ",allow_other" } else { "" }
     );
-    let source = cstring(b"cocoon")?;
-    let fstype = cstring(b"fuse.cocoon")?;
-    let target = cstring(mountpoint.as_os_str().as_bytes())?;
-    let data = cstring(data.as_bytes())?;
-    // SAFETY: every pointer is a valid NUL-terminated string that outlives
-    // the call; mount(2) only reads them.
-    let rc = unsafe {
-        libc::mount(
-            source.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            data.as_ptr().cast(),
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    mount(b"fuse.cocoon", mountpoint, 0, &data)?;
     Ok(OwnedFd::from(dev))
 }
 
 /// Mounts a tmpfs at `mountpoint` (`mode=0755,noswap,size=...`), or with
 /// `remount`, changes the size of the one there.
 pub(crate) fn tmpfs_mount(mountpoint: &Path, size: u64, remount: bool) -> io::Result<()> {
-    let source = cstring(b"cocoon")?;
-    let fstype = cstring(b"tmpfs")?;
-    let target = cstring(mountpoint.as_os_str().as_bytes())?;
-    let data = if remount {
-        format!("size={size}")
+    if remount {
+        mount(
+            b"tmpfs",
+            mountpoint,
+            libc::MS_REMOUNT,
+            &format!("size={size}"),
+        )
     } else {
-        format!("mode=0755,noswap,size={size}")
-    };
+        mount(
+            b"tmpfs",
+            mountpoint,
+            0,
+            &format!("mode=0755,noswap,size={size}"),
+        )
+    }
+}
+
+/// mount(2) of a file system of type `fstype` (source `cocoon`) at
+/// `mountpoint` with `flags` and the option string `data`.
+fn mount(fstype: &[u8], mountpoint: &Path, flags: libc::c_ulong, data: &str) -> io::Result<()> {
+    let source = cstring(b"cocoon")?;
+    let fstype = cstring(fstype)?;
+    let target = cstring(mountpoint.as_os_str().as_bytes())?;
     let data = cstring(data.as_bytes())?;
-    let flags = if remount { libc::MS_REMOUNT } else { 0 };
     // SAFETY: every pointer is a valid NUL-terminated string that outlives
     // the call; mount(2) only reads them.
     let rc = unsafe {

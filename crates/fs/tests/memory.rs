@@ -13,12 +13,7 @@ use common::{assert_same_tree, fixture_image, make_image, pattern, seal, Item};
 use zeroize::Zeroizing;
 
 fn opts() -> MountOptions {
-    MountOptions {
-        allow_other: true,
-        upper_limit_bytes: 8 << 20,
-        files: vec![],
-        files_owner: (0, 0),
-    }
+    common::mount_options(8 << 20)
 }
 
 /// The mount options of the mount at `dir`, if one is there.

@@ -13,12 +13,7 @@ use common::{assert_same_tree, fixture_image, make_image, pattern, run, seal, It
 use zeroize::Zeroizing;
 
 fn opts() -> MountOptions {
-    MountOptions {
-        allow_other: true,
-        upper_limit_bytes: 64 << 20,
-        files: vec![],
-        files_owner: (0, 0),
-    }
+    common::mount_options(64 << 20)
 }
 
 fn errno(e: &std::io::Error) -> i32 {

@@ -111,6 +111,17 @@ fn rand_suffix() -> u64 {
     N.fetch_add(1, Ordering::Relaxed)
 }
 
+/// Mount (or memory mode) options: usable by the app after it drops root,
+/// `upper_limit_bytes` of writable room, no secrets.
+pub fn mount_options(upper_limit_bytes: u64) -> MountOptions {
+    MountOptions {
+        allow_other: true,
+        upper_limit_bytes,
+        files: vec![],
+        files_owner: (0, 0),
+    }
+}
+
 /// Asserts that the trees at `want` and `got` look the same to programs
 /// (paths, kinds, contents, owners, modes, mtimes, xattrs, hardlinks).
 pub fn assert_same_tree(want: &Path, got: &Path) {
